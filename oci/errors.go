@@ -1,0 +1,29 @@
+package oci
+
+import "errors"
+
+// Errors shared by every package that handles OCI content. The registry maps
+// each to its OCI error code in one table (registry/errors.go); the state
+// machine returns them wrapped with context.
+var (
+	// ErrDigestInvalid: a digest is malformed, of an unsupported algorithm,
+	// or does not match the content.
+	ErrDigestInvalid = errors.New("digest invalid")
+	// ErrNameInvalid: a repository name breaks the distribution spec's grammar.
+	ErrNameInvalid = errors.New("repository name invalid")
+	// ErrTagInvalid: a tag breaks the spec's grammar.
+	ErrTagInvalid = errors.New("tag invalid")
+	// ErrManifestInvalid: a manifest is not valid JSON, too large, or its
+	// media type is inconsistent with its Content-Type.
+	ErrManifestInvalid = errors.New("manifest invalid")
+	// ErrManifestBlobUnknown: a manifest references a blob or child manifest
+	// that the repository does not have.
+	ErrManifestBlobUnknown = errors.New("manifest references unknown blob")
+	// ErrNotFound: the manifest, tag, repository or blob does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrUnsupported: the operation or media type is not supported.
+	ErrUnsupported = errors.New("unsupported")
+	// ErrDenied: the operation is refused by a rule (for example deleting a
+	// manifest that an index still references).
+	ErrDenied = errors.New("denied")
+)

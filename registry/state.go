@@ -1,0 +1,61 @@
+package registry
+
+import (
+	"context"
+
+	"github.com/berth-registry/berth/oci"
+)
+
+// StateReader reads the last applied metadata state of this node. It never
+// waits for Raft, so pulls keep working without quorum. Lookups of something
+// absent return an error wrapping oci.ErrNotFound.
+type StateReader interface {
+	// Manifest returns the record and the exact bytes of a manifest.
+	Manifest(ctx context.Context, repo string, dgst oci.Digest) (oci.Record, []byte, error)
+	// Tag resolves a tag to the digest it points to.
+	Tag(ctx context.Context, repo, tag string) (oci.Digest, error)
+	// BlobLinked reports whether the blob was uploaded or mounted into repo,
+	// or is referenced by one of its manifests.
+	BlobLinked(ctx context.Context, repo string, dgst oci.Digest) (bool, error)
+}
+
+// Lister pages through tags, repositories and referrers, each in lexical
+// order, returning at most n entries strictly after last.
+type Lister interface {
+	Tags(ctx context.Context, repo, last string, n int) ([]string, error)
+	Repositories(ctx context.Context, last string, n int) ([]string, error)
+	// Referrers lists the manifests in repo whose subject is dgst.
+	Referrers(ctx context.Context, repo string, subject oci.Digest) ([]oci.Descriptor, error)
+}
+
+// StateWriter changes metadata through Raft. Each call returns once the change
+// is committed and applied on this node (or failed).
+type StateWriter interface {
+	// PutManifest stores a manifest and, when tag is not empty, points tag at it.
+	PutManifest(ctx context.Context, rec oci.Record, payload []byte, tag string) error
+	// DeleteManifest removes a manifest and every tag pointing at it.
+	DeleteManifest(ctx context.Context, repo string, dgst oci.Digest) error
+	// DeleteTag removes one tag; the manifest stays.
+	DeleteTag(ctx context.Context, repo, tag string) error
+	// LinkBlob records that a complete, durable blob belongs to repo.
+	LinkBlob(ctx context.Context, repo string, dgst oci.Digest, size int64) error
+}
+
+// GCState is what garbage collection needs from the state machine.
+type GCState interface {
+	// ReferencedBlobs returns every blob digest that a committed manifest
+	// references (configs and layers).
+	ReferencedBlobs(ctx context.Context) (map[oci.Digest]struct{}, error)
+	// UnlinkBlobs forgets the repository links of blobs that GC removed,
+	// skipping any that a manifest references by the time it applies.
+	UnlinkBlobs(ctx context.Context, dgsts []oci.Digest) error
+}
+
+// State is everything the registry needs from the state machine; cmd passes
+// a *cluster.Node.
+type State interface {
+	StateReader
+	Lister
+	StateWriter
+	GCState
+}

@@ -26,4 +26,7 @@ var (
 	// ErrDenied: the operation is refused by a rule (for example deleting a
 	// manifest that an index still references).
 	ErrDenied = errors.New("denied")
+	// ErrUnavailable: the write cannot be made now (no leader, no quorum,
+	// shutting down); the client may retry. The registry answers 503.
+	ErrUnavailable = errors.New("temporarily unavailable")
 )

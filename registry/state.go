@@ -29,7 +29,8 @@ type Lister interface {
 }
 
 // StateWriter changes metadata through Raft. Each call returns once the change
-// is committed and applied on this node (or failed).
+// is committed and applied on this node, or fails; a failure that a retry may
+// cure (no leader, no quorum) wraps oci.ErrUnavailable.
 type StateWriter interface {
 	// PutManifest stores a manifest and, when tag is not empty, points tag at it.
 	PutManifest(ctx context.Context, rec oci.Record, payload []byte, tag string) error
@@ -39,6 +40,10 @@ type StateWriter interface {
 	DeleteTag(ctx context.Context, repo, tag string) error
 	// LinkBlob records that a complete, durable blob belongs to repo.
 	LinkBlob(ctx context.Context, repo string, dgst oci.Digest, size int64) error
+	// UnlinkBlob removes repo's upload link of a blob (a blob DELETE). The
+	// blob stays visible in repo while one of its manifests references it;
+	// GC reclaims the file once nothing does.
+	UnlinkBlob(ctx context.Context, repo string, dgst oci.Digest) error
 }
 
 // GCState is what garbage collection needs from the state machine.

@@ -1,0 +1,107 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/berth-registry/berth/oci"
+)
+
+// errBlobUnknown is BLOB_UNKNOWN.
+var errBlobUnknown = newAPIError(codeBlobUnknown, nil)
+
+// blobLinked returns nil when blob d belongs to repo per the state, and
+// BLOB_UNKNOWN otherwise. Blob files are shared by every repository; this
+// check is what scopes them.
+func (reg *Registry) blobLinked(ctx context.Context, repo string, d oci.Digest) error {
+	ok, err := reg.state.BlobLinked(ctx, repo, d)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return errBlobUnknown
+	}
+	return nil
+}
+
+// notFoundAs maps a not-found error to the given API error, keeping others.
+func notFoundAs(err error, as *apiError) error {
+	if errors.Is(err, oci.ErrNotFound) {
+		return as
+	}
+	return err
+}
+
+// getBlob answers GET and HEAD of a blob. A blob is visible in a repository
+// only when the state links it there and the file exists. Reading a blob
+// refreshes its mtime, so that GC's grace period protects a blob that a
+// client just checked before pushing the manifest that references it.
+func (reg *Registry) getBlob(w http.ResponseWriter, r *http.Request, rt route) {
+	d, err := parseDigest(rt.arg)
+	if err != nil {
+		reg.writeError(w, r, err)
+		return
+	}
+	if err := reg.blobLinked(r.Context(), rt.name, d); err != nil {
+		reg.writeError(w, r, err)
+		return
+	}
+	h := w.Header()
+	h.Set(headerContentDigest, d.String())
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("Accept-Ranges", "bytes")
+	h.Set("Etag", `"`+d.String()+`"`)
+	h.Set("Cache-Control", "max-age=31536000")
+	if r.Method == http.MethodHead {
+		size, _, err := reg.blobs.Stat(d)
+		if err != nil {
+			reg.writeError(w, r, notFoundAs(err, errBlobUnknown))
+			return
+		}
+		reg.touch(r, d)
+		h.Set("Content-Length", strconv.FormatInt(size, 10))
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	f, _, err := reg.blobs.Open(d)
+	if err != nil {
+		reg.writeError(w, r, notFoundAs(err, errBlobUnknown))
+		return
+	}
+	defer f.Close()
+	reg.touch(r, d)
+	// ServeContent answers Range with 206, sets Content-Length, and hands
+	// the *os.File to sendfile.
+	http.ServeContent(w, r, "", time.Time{}, f)
+}
+
+func (reg *Registry) touch(r *http.Request, d oci.Digest) {
+	if err := reg.blobs.Touch(d); err != nil {
+		reg.logFor(r).Debug("touch blob", keyDigest, d, keyError, err)
+	}
+}
+
+// deleteBlob answers DELETE of a blob: it removes the repository's link, so
+// the blob is no longer visible there (unless a manifest of the repository
+// still references it). The file is shared by all repositories and stays;
+// garbage collection reclaims it once nothing references it.
+func (reg *Registry) deleteBlob(w http.ResponseWriter, r *http.Request, rt route) {
+	d, err := parseDigest(rt.arg)
+	if err != nil {
+		reg.writeError(w, r, err)
+		return
+	}
+	if err := reg.blobLinked(r.Context(), rt.name, d); err != nil {
+		reg.writeError(w, r, err)
+		return
+	}
+	if err := reg.state.UnlinkBlob(r.Context(), rt.name, d); err != nil {
+		reg.writeError(w, r, notFoundAs(err, errBlobUnknown))
+		return
+	}
+	w.Header().Set("Content-Length", "0")
+	w.WriteHeader(http.StatusAccepted)
+}

@@ -304,8 +304,8 @@ func (s *fakeState) hasTag(repo, tag string) bool {
 	return ok
 }
 
-// unavailable is the error a state returns without a leader.
-var unavailable = fmt.Errorf("propose: no leader: %w", oci.ErrUnavailable)
+// errUnavailableState is the error a state returns without a leader.
+var errUnavailableState = fmt.Errorf("propose: no leader: %w", oci.ErrUnavailable)
 
 // pathError is an internal error whose text must never reach a client.
 var errWithPath = fmt.Errorf("open %s: input/output error", strings.Repeat("/secret/path", 2))

@@ -190,7 +190,7 @@ func TestStateFailures(t *testing.T) {
 	wantStatus(t, tr.putManifest(t, "app", "v1", body, oci.MediaTypeImageManifest), http.StatusCreated)
 
 	// No quorum: writes answer 503 with Retry-After; reads still work.
-	tr.state.failWrite = func() error { return unavailable }
+	tr.state.failWrite = func() error { return errUnavailableState }
 	resp := tr.putManifest(t, "app", "v2", body, oci.MediaTypeImageManifest)
 	wantError(t, resp, http.StatusServiceUnavailable, codeUnavailable)
 	wantHeader(t, resp, "Retry-After", "1")

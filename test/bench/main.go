@@ -35,6 +35,7 @@ type options struct {
 	tags, bucket      int
 	smallWorkers      int
 	keep              bool
+	only              string
 }
 
 // result is what one registry measured.
@@ -63,6 +64,7 @@ func main() {
 	flag.IntVar(&o.bucket, "bucket", 1000, "tags per bucket when reporting how the push rate changes")
 	flag.IntVar(&o.smallWorkers, "small-workers", 8, "parallel small-image pushes")
 	flag.BoolVar(&o.keep, "keep", false, "keep the data directories")
+	flag.StringVar(&o.only, "only", "", "measure only this registry (berth or distribution)")
 	quick := flag.Bool("quick", false, "a short run (1,000 tags, 4 blobs, 2 s rate tests)")
 	flag.Parse()
 	if *quick {
@@ -84,7 +86,7 @@ func run(ctx context.Context, o options) error {
 	if !o.keep {
 		defer os.RemoveAll(dir)
 	}
-	if o.berthBin == "" {
+	if o.berthBin == "" && o.only != "distribution" {
 		o.berthBin = filepath.Join(dir, "berth")
 		build := exec.CommandContext(ctx, "go", "build", "-o", o.berthBin, "./cmd/berth")
 		build.Env = append(os.Environ(), "CGO_ENABLED=0")
@@ -111,6 +113,9 @@ func run(ctx context.Context, o options) error {
 	}
 	results := map[string]result{}
 	for _, st := range starters {
+		if o.only != "" && o.only != st.name {
+			continue
+		}
 		sdir := filepath.Join(dir, st.name)
 		if err := os.MkdirAll(sdir, 0o700); err != nil {
 			return err

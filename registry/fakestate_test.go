@@ -35,7 +35,7 @@ type fakeManifest struct {
 }
 
 var (
-	_ State        = (*fakeState)(nil)
+	_ State = (*fakeState)(nil)
 )
 
 func newFakeState() *fakeState {

@@ -1,0 +1,209 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/berth-registry/berth/registry"
+)
+
+// Prefix is the path every endpoint of this package starts with.
+const Prefix = "/api/v1/"
+
+// Realm is the HTTP basic auth realm of the management API.
+const Realm = "berth"
+
+// GCRunner runs one garbage collection; *registry.Registry implements it.
+type GCRunner interface {
+	GC(ctx context.Context, dryRun bool) (registry.GCResult, error)
+}
+
+var _ GCRunner = (*registry.Registry)(nil)
+
+// Info describes this node for GET /api/v1/system/info.
+type Info struct {
+	Version string `json:"version"`
+	NodeID  string `json:"node_id"`
+}
+
+// GCRequest is the optional body of POST /api/v1/gc.
+type GCRequest struct {
+	DryRun bool `json:"dry_run"`
+}
+
+// GCResponse is the answer of POST /api/v1/gc.
+type GCResponse struct {
+	Scanned         int     `json:"scanned"`
+	Deleted         int     `json:"deleted"`
+	BytesFreed      int64   `json:"bytes_freed"`
+	DurationSeconds float64 `json:"duration_seconds"`
+	DryRun          bool    `json:"dry_run"`
+}
+
+// ErrorResponse is the body of every error answer.
+type ErrorResponse struct {
+	Error string `json:"error"`
+}
+
+// maxBodySize bounds request bodies; every request of this API is small.
+const maxBodySize = 64 << 10
+
+// Handler serves the management API.
+type Handler struct {
+	gc     GCRunner
+	users  registry.PasswordChecker
+	info   Info
+	logger *slog.Logger
+}
+
+// New returns the management API handler. Mount it at Prefix.
+func New(gc GCRunner, users registry.PasswordChecker, info Info, logger *slog.Logger) *Handler {
+	return &Handler{gc: gc, users: users, info: info, logger: logger.With("component", "api")}
+}
+
+// ServeHTTP routes a request to its endpoint.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// Known paths name their route for the metrics; others keep the mount
+	// pattern, so that raw paths never become label values.
+	switch r.URL.Path {
+	case Prefix + "gc":
+		registry.SetRoute(r, Prefix+"gc")
+		if !allow(w, r, http.MethodPost) {
+			return
+		}
+		h.admin(h.postGC)(w, r)
+	case Prefix + "system/info":
+		registry.SetRoute(r, Prefix+"system/info")
+		if !allow(w, r, http.MethodGet, http.MethodHead) {
+			return
+		}
+		h.getInfo(w, r)
+	default:
+		writeError(w, http.StatusNotFound, "no such endpoint")
+	}
+}
+
+// allow answers 405 unless r's method is one of methods.
+func allow(w http.ResponseWriter, r *http.Request, methods ...string) bool {
+	for _, m := range methods {
+		if r.Method == m {
+			return true
+		}
+	}
+	w.Header().Set("Allow", strings.Join(methods, ", "))
+	writeError(w, http.StatusMethodNotAllowed, "method not allowed")
+	return false
+}
+
+// admin lets only requests with the basic auth credentials of an admin
+// through: 401 with a challenge without (valid) credentials, 403 for a
+// valid non-admin user.
+func (h *Handler) admin(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		user, password, ok := r.BasicAuth()
+		if !ok {
+			challenge(w, "authentication required")
+			return
+		}
+		valid, isAdmin, err := h.users.CheckPassword(r.Context(), user, password)
+		switch {
+		case err != nil:
+			h.logger.ErrorContext(r.Context(), "check password", "user", user, "error", err,
+				"request_id", registry.RequestID(r.Context()))
+			writeError(w, http.StatusInternalServerError, "internal error")
+		case !valid:
+			challenge(w, "invalid username or password")
+		case !isAdmin:
+			writeError(w, http.StatusForbidden, "admin only")
+		default:
+			next(w, r)
+		}
+	}
+}
+
+func challenge(w http.ResponseWriter, msg string) {
+	w.Header().Set("WWW-Authenticate", fmt.Sprintf("Basic realm=%q", Realm))
+	writeError(w, http.StatusUnauthorized, msg)
+}
+
+func (h *Handler) postGC(w http.ResponseWriter, r *http.Request) {
+	dryRun, err := gcDryRun(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	res, err := h.gc.GC(r.Context(), dryRun)
+	if err != nil {
+		if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+			// The client went away; nobody reads an answer.
+			return
+		}
+		h.logger.ErrorContext(r.Context(), "garbage collection", "dry_run", dryRun, "error", err,
+			"request_id", registry.RequestID(r.Context()))
+		writeError(w, http.StatusInternalServerError, "garbage collection failed")
+		return
+	}
+	user, _, _ := r.BasicAuth()
+	h.logger.InfoContext(r.Context(), "garbage collection requested", "user", user,
+		"dry_run", res.DryRun, "request_id", registry.RequestID(r.Context()))
+	writeJSON(w, http.StatusOK, GCResponse{
+		Scanned:         res.Scanned,
+		Deleted:         res.Deleted,
+		BytesFreed:      res.BytesFreed,
+		DurationSeconds: res.Duration.Seconds(),
+		DryRun:          res.DryRun,
+	})
+}
+
+// gcDryRun reads dry_run from the query and the optional JSON body; either
+// one asking for a dry run is enough, since it is the safe choice.
+func gcDryRun(r *http.Request) (bool, error) {
+	dryRun := false
+	if q := r.URL.Query().Get("dry_run"); q != "" {
+		v, err := strconv.ParseBool(q)
+		if err != nil {
+			return false, fmt.Errorf("dry_run %q is not a boolean", q)
+		}
+		dryRun = v
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxBodySize+1))
+	if err != nil {
+		return false, errors.New("read body")
+	}
+	if len(body) > maxBodySize {
+		return false, errors.New("body too large")
+	}
+	if len(body) > 0 {
+		var req GCRequest
+		dec := json.NewDecoder(bytes.NewReader(body))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil {
+			return false, errors.New("body must be a JSON object like {\"dry_run\": true}")
+		}
+		dryRun = dryRun || req.DryRun
+	}
+	return dryRun, nil
+}
+
+func (h *Handler) getInfo(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, h.info)
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, ErrorResponse{Error: msg})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}

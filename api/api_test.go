@@ -1,0 +1,240 @@
+package api_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/berth-registry/berth/api"
+	"github.com/berth-registry/berth/registry"
+)
+
+// fakeGC is a GCRunner whose behaviour is a function field.
+type fakeGC struct {
+	GCFunc func(ctx context.Context, dryRun bool) (registry.GCResult, error)
+}
+
+func (f *fakeGC) GC(ctx context.Context, dryRun bool) (registry.GCResult, error) {
+	return f.GCFunc(ctx, dryRun)
+}
+
+// fakeUsers is a PasswordChecker whose behaviour is a function field.
+type fakeUsers struct {
+	CheckPasswordFunc func(ctx context.Context, user, password string) (bool, bool, error)
+}
+
+func (f *fakeUsers) CheckPassword(ctx context.Context, user, password string) (bool, bool, error) {
+	return f.CheckPasswordFunc(ctx, user, password)
+}
+
+// users knows admin/secret (an admin) and bob/pw (not an admin).
+func users() *fakeUsers {
+	return &fakeUsers{CheckPasswordFunc: func(_ context.Context, user, password string) (bool, bool, error) {
+		switch {
+		case user == "admin" && password == "secret":
+			return true, true, nil
+		case user == "bob" && password == "pw":
+			return true, false, nil
+		}
+		return false, false, nil
+	}}
+}
+
+func newHandler(t *testing.T, gc api.GCRunner, u registry.PasswordChecker) http.Handler {
+	t.Helper()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	return api.New(gc, u, api.Info{Version: "test", NodeID: "n1"}, logger)
+}
+
+func do(t *testing.T, h http.Handler, method, target, body string, auth func(*http.Request)) *httptest.ResponseRecorder {
+	t.Helper()
+	var r io.Reader
+	if body != "" {
+		r = strings.NewReader(body)
+	}
+	req := httptest.NewRequest(method, target, r)
+	if auth != nil {
+		auth(req)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec
+}
+
+func basic(user, password string) func(*http.Request) {
+	return func(r *http.Request) { r.SetBasicAuth(user, password) }
+}
+
+func errorOf(t *testing.T, rec *httptest.ResponseRecorder) string {
+	t.Helper()
+	if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
+		t.Fatalf("Content-Type = %q, want application/json", ct)
+	}
+	var e api.ErrorResponse
+	if err := json.Unmarshal(rec.Body.Bytes(), &e); err != nil {
+		t.Fatalf("error body %q: %v", rec.Body.String(), err)
+	}
+	if e.Error == "" {
+		t.Fatalf("error body %q has no error", rec.Body.String())
+	}
+	return e.Error
+}
+
+func TestGCAuth(t *testing.T) {
+	calls := 0
+	gc := &fakeGC{GCFunc: func(context.Context, bool) (registry.GCResult, error) {
+		calls++
+		return registry.GCResult{}, nil
+	}}
+	h := newHandler(t, gc, users())
+
+	tests := []struct {
+		name       string
+		auth       func(*http.Request)
+		wantStatus int
+		challenge  bool
+	}{
+		{"no credentials", nil, http.StatusUnauthorized, true},
+		{"wrong password", basic("admin", "nope"), http.StatusUnauthorized, true},
+		{"unknown user", basic("eve", "secret"), http.StatusUnauthorized, true},
+		{"not an admin", basic("bob", "pw"), http.StatusForbidden, false},
+		{"admin", basic("admin", "secret"), http.StatusOK, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			calls = 0
+			rec := do(t, h, http.MethodPost, "/api/v1/gc", "", tt.auth)
+			if rec.Code != tt.wantStatus {
+				t.Fatalf("status = %d, want %d (body %s)", rec.Code, tt.wantStatus, rec.Body)
+			}
+			got := rec.Header().Get("WWW-Authenticate")
+			if tt.challenge && got != `Basic realm="berth"` {
+				t.Errorf("WWW-Authenticate = %q, want Basic realm=\"berth\"", got)
+			}
+			if !tt.challenge && got != "" {
+				t.Errorf("unexpected WWW-Authenticate %q", got)
+			}
+			wantCalls := 0
+			if tt.wantStatus == http.StatusOK {
+				wantCalls = 1
+			} else {
+				errorOf(t, rec)
+			}
+			if calls != wantCalls {
+				t.Errorf("GC called %d times, want %d", calls, wantCalls)
+			}
+		})
+	}
+}
+
+func TestGCCheckPasswordError(t *testing.T) {
+	u := &fakeUsers{CheckPasswordFunc: func(context.Context, string, string) (bool, bool, error) {
+		return false, false, errors.New("open /secret/path/state.db: boom")
+	}}
+	h := newHandler(t, &fakeGC{}, u)
+	rec := do(t, h, http.MethodPost, "/api/v1/gc", "", basic("admin", "secret"))
+	if rec.Code != http.StatusInternalServerError {
+		t.Fatalf("status = %d, want 500", rec.Code)
+	}
+	if msg := errorOf(t, rec); strings.Contains(msg, "/secret/path") {
+		t.Errorf("error %q leaks the internal error", msg)
+	}
+}
+
+func TestGCDryRunAndResult(t *testing.T) {
+	tests := []struct {
+		name       string
+		target     string
+		body       string
+		wantStatus int
+		wantDryRun bool
+	}{
+		{"default", "/api/v1/gc", "", http.StatusOK, false},
+		{"query", "/api/v1/gc?dry_run=true", "", http.StatusOK, true},
+		{"query false", "/api/v1/gc?dry_run=false", "", http.StatusOK, false},
+		{"body", "/api/v1/gc", `{"dry_run": true}`, http.StatusOK, true},
+		{"body false", "/api/v1/gc", `{"dry_run": false}`, http.StatusOK, false},
+		{"bad query", "/api/v1/gc?dry_run=maybe", "", http.StatusBadRequest, false},
+		{"bad body", "/api/v1/gc", `{"dry_run": "yes"}`, http.StatusBadRequest, false},
+		{"unknown body key", "/api/v1/gc", `{"dryrun": true}`, http.StatusBadRequest, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var gotDryRun *bool
+			gc := &fakeGC{GCFunc: func(_ context.Context, dryRun bool) (registry.GCResult, error) {
+				gotDryRun = &dryRun
+				return registry.GCResult{Scanned: 10, Deleted: 3, BytesFreed: 4096, Duration: 1500 * time.Millisecond, DryRun: dryRun}, nil
+			}}
+			rec := do(t, newHandler(t, gc, users()), http.MethodPost, tt.target, tt.body, basic("admin", "secret"))
+			if rec.Code != tt.wantStatus {
+				t.Fatalf("status = %d, want %d (body %s)", rec.Code, tt.wantStatus, rec.Body)
+			}
+			if tt.wantStatus != http.StatusOK {
+				errorOf(t, rec)
+				if gotDryRun != nil {
+					t.Fatal("GC ran for a bad request")
+				}
+				return
+			}
+			if gotDryRun == nil || *gotDryRun != tt.wantDryRun {
+				t.Fatalf("GC dryRun = %v, want %v", gotDryRun, tt.wantDryRun)
+			}
+			var res api.GCResponse
+			if err := json.Unmarshal(rec.Body.Bytes(), &res); err != nil {
+				t.Fatal(err)
+			}
+			want := api.GCResponse{Scanned: 10, Deleted: 3, BytesFreed: 4096, DurationSeconds: 1.5, DryRun: tt.wantDryRun}
+			if res != want {
+				t.Errorf("response = %+v, want %+v", res, want)
+			}
+		})
+	}
+}
+
+func TestGCFailure(t *testing.T) {
+	gc := &fakeGC{GCFunc: func(context.Context, bool) (registry.GCResult, error) {
+		return registry.GCResult{}, errors.New("remove /data/blobs/sha256/ab/cd: permission denied")
+	}}
+	rec := do(t, newHandler(t, gc, users()), http.MethodPost, "/api/v1/gc", "", basic("admin", "secret"))
+	if rec.Code != http.StatusInternalServerError {
+		t.Fatalf("status = %d, want 500", rec.Code)
+	}
+	if msg := errorOf(t, rec); strings.Contains(msg, "/data/") {
+		t.Errorf("error %q leaks a file path", msg)
+	}
+}
+
+func TestRouting(t *testing.T) {
+	h := newHandler(t, &fakeGC{}, users())
+
+	rec := do(t, h, http.MethodGet, "/api/v1/gc", "", basic("admin", "secret"))
+	if rec.Code != http.StatusMethodNotAllowed || rec.Header().Get("Allow") != http.MethodPost {
+		t.Errorf("GET gc: status %d Allow %q, want 405 POST", rec.Code, rec.Header().Get("Allow"))
+	}
+	errorOf(t, rec)
+
+	rec = do(t, h, http.MethodGet, "/api/v1/nope", "", nil)
+	if rec.Code != http.StatusNotFound {
+		t.Errorf("unknown path: status %d, want 404", rec.Code)
+	}
+	errorOf(t, rec)
+
+	rec = do(t, h, http.MethodGet, "/api/v1/system/info", "", nil)
+	if rec.Code != http.StatusOK {
+		t.Fatalf("info: status %d", rec.Code)
+	}
+	var info api.Info
+	if err := json.Unmarshal(rec.Body.Bytes(), &info); err != nil {
+		t.Fatal(err)
+	}
+	if info != (api.Info{Version: "test", NodeID: "n1"}) {
+		t.Errorf("info = %+v", info)
+	}
+}

@@ -1,0 +1,272 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"reflect"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"gopkg.in/yaml.v3"
+
+	"github.com/berth-registry/berth/cluster"
+	"github.com/berth-registry/berth/registry"
+)
+
+// Config is everything `berth serve` can be told. Each key is a YAML key
+// (--config), a BERTH_* environment variable and a flag; a flag wins over the
+// environment, which wins over the file, which wins over the defaults. The
+// packages receive their own typed Config built from it (clusterConfig,
+// registryConfig); nothing below cmd reads flags, files or environment.
+type Config struct {
+	Addr             string        `yaml:"addr"`
+	Data             string        `yaml:"data"`
+	RaftAddr         string        `yaml:"raft_addr"`
+	NodeID           string        `yaml:"node_id"`
+	AnonymousPull    bool          `yaml:"anonymous_pull"`
+	GCInterval       time.Duration `yaml:"gc_interval"`
+	GCGrace          time.Duration `yaml:"gc_grace"`
+	UploadPurgeAfter time.Duration `yaml:"upload_purge_after"`
+	MaxBlobSize      int64         `yaml:"max_blob_size"`
+	LogLevel         string        `yaml:"log_level"`
+	LogFormat        string        `yaml:"log_format"`
+}
+
+// Log formats accepted by log_format.
+const (
+	logFormatAuto = "auto" // text on a terminal, JSON otherwise
+	logFormatText = "text"
+	logFormatJSON = "json"
+)
+
+// DefaultConfig is the configuration of `berth serve` with no arguments: a
+// one-node registry in ./data.
+func DefaultConfig() Config {
+	rc := registry.DefaultConfig()
+	return Config{
+		Addr:             ":5000",
+		Data:             "./data",
+		RaftAddr:         cluster.DefaultConfig().RaftAddr,
+		AnonymousPull:    true,
+		GCInterval:       time.Hour,
+		GCGrace:          time.Hour,
+		UploadPurgeAfter: 24 * time.Hour,
+		MaxBlobSize:      rc.MaxBlobSize,
+		LogLevel:         "info",
+		LogFormat:        logFormatAuto,
+	}
+}
+
+// Validate checks what cmd itself interprets; the package configs built from
+// c are validated by their own Validate.
+func (c Config) Validate() error {
+	if c.Addr == "" {
+		return errors.New("addr must not be empty")
+	}
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		return fmt.Errorf("addr %q: %w", c.Addr, err)
+	}
+	if c.Data == "" {
+		return errors.New("data must not be empty")
+	}
+	if _, err := parseLogLevel(c.LogLevel); err != nil {
+		return err
+	}
+	switch c.LogFormat {
+	case logFormatAuto, logFormatText, logFormatJSON:
+	default:
+		return fmt.Errorf("log_format %q: want auto, text or json", c.LogFormat)
+	}
+	return nil
+}
+
+// clusterConfig is the cluster.Config of this node.
+func (c Config) clusterConfig(nodeID string) cluster.Config {
+	cc := cluster.DefaultConfig()
+	cc.NodeID = nodeID
+	cc.DataDir = c.Data
+	cc.RaftAddr = c.RaftAddr
+	// No --join yet: every node is the single member of its own cluster;
+	// on a restart Raft finds its state and bootstrapping is skipped.
+	cc.Bootstrap = true
+	return cc
+}
+
+// registryConfig is the registry.Config of this node.
+func (c Config) registryConfig() registry.Config {
+	rc := registry.DefaultConfig()
+	rc.DataDir = c.Data
+	rc.AnonymousPull = c.AnonymousPull
+	rc.GCInterval = c.GCInterval
+	rc.GCGrace = c.GCGrace
+	rc.UploadPurgeAfter = c.UploadPurgeAfter
+	rc.MaxBlobSize = c.MaxBlobSize
+	return rc
+}
+
+func parseLogLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("log_level %q: want debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+// Names of the serve flags; each is also a BERTH_* variable.
+const (
+	flagConfig           = "config"
+	flagAddr             = "addr"
+	flagData             = "data"
+	flagRaftAddr         = "raft-addr"
+	flagNodeID           = "node-id"
+	flagAnonymousPull    = "anonymous-pull"
+	flagGCInterval       = "gc-interval"
+	flagGCGrace          = "gc-grace"
+	flagUploadPurgeAfter = "upload-purge-after"
+	flagMaxBlobSize      = "max-blob-size"
+	flagLogLevel         = "log-level"
+	flagLogFormat        = "log-format"
+)
+
+// serveFlags returns new flag values (cli records on them whether they were
+// set, so they must not be shared between runs). The displayed defaults are
+// those of DefaultConfig.
+func serveFlags() []cli.Flag {
+	d := DefaultConfig()
+	return []cli.Flag{
+		&cli.StringFlag{Name: flagConfig, EnvVars: []string{"BERTH_CONFIG"}, Usage: "YAML configuration `FILE`"},
+		&cli.StringFlag{Name: flagAddr, EnvVars: []string{"BERTH_ADDR"}, Value: d.Addr, Usage: "HTTP listen address (OCI API, management API, metrics)"},
+		&cli.StringFlag{Name: flagData, EnvVars: []string{"BERTH_DATA"}, Value: d.Data, Usage: "data `DIR` (Raft log, state, blobs, uploads)"},
+		&cli.StringFlag{Name: flagRaftAddr, EnvVars: []string{"BERTH_RAFT_ADDR"}, Value: d.RaftAddr, Usage: "Raft TCP address to bind and advertise (a specific IP)"},
+		&cli.StringFlag{Name: flagNodeID, EnvVars: []string{"BERTH_NODE_ID"}, Usage: "node id (default: generated once and kept in <data>/node-id)"},
+		&cli.BoolFlag{Name: flagAnonymousPull, EnvVars: []string{"BERTH_ANONYMOUS_PULL"}, Value: d.AnonymousPull, Usage: "allow pulls without credentials"},
+		&cli.DurationFlag{Name: flagGCInterval, EnvVars: []string{"BERTH_GC_INTERVAL"}, Value: d.GCInterval, Usage: "how often garbage collection runs"},
+		&cli.DurationFlag{Name: flagGCGrace, EnvVars: []string{"BERTH_GC_GRACE"}, Value: d.GCGrace, Usage: "minimum age of an unreferenced blob before GC deletes it"},
+		&cli.DurationFlag{Name: flagUploadPurgeAfter, EnvVars: []string{"BERTH_UPLOAD_PURGE_AFTER"}, Value: d.UploadPurgeAfter, Usage: "idle time after which an upload session is purged"},
+		&cli.Int64Flag{Name: flagMaxBlobSize, EnvVars: []string{"BERTH_MAX_BLOB_SIZE"}, Value: d.MaxBlobSize, Usage: "largest blob accepted, in `BYTES`"},
+		&cli.StringFlag{Name: flagLogLevel, EnvVars: []string{"BERTH_LOG_LEVEL"}, Value: d.LogLevel, Usage: "debug, info, warn or error"},
+		&cli.StringFlag{Name: flagLogFormat, EnvVars: []string{"BERTH_LOG_FORMAT"}, Value: d.LogFormat, Usage: "auto (text on a terminal, JSON otherwise), text or json"},
+	}
+}
+
+// loadConfig resolves the configuration of a serve invocation: defaults,
+// then the YAML file, then every flag that was set on the command line or
+// through its environment variable (cli lets the command line win).
+func loadConfig(c *cli.Context) (Config, error) {
+	cfg := DefaultConfig()
+	if path := c.String(flagConfig); path != "" {
+		if err := readConfigFile(path, &cfg); err != nil {
+			return Config{}, err
+		}
+	}
+	if c.IsSet(flagAddr) {
+		cfg.Addr = c.String(flagAddr)
+	}
+	if c.IsSet(flagData) {
+		cfg.Data = c.String(flagData)
+	}
+	if c.IsSet(flagRaftAddr) {
+		cfg.RaftAddr = c.String(flagRaftAddr)
+	}
+	if c.IsSet(flagNodeID) {
+		cfg.NodeID = c.String(flagNodeID)
+	}
+	if c.IsSet(flagAnonymousPull) {
+		cfg.AnonymousPull = c.Bool(flagAnonymousPull)
+	}
+	if c.IsSet(flagGCInterval) {
+		cfg.GCInterval = c.Duration(flagGCInterval)
+	}
+	if c.IsSet(flagGCGrace) {
+		cfg.GCGrace = c.Duration(flagGCGrace)
+	}
+	if c.IsSet(flagUploadPurgeAfter) {
+		cfg.UploadPurgeAfter = c.Duration(flagUploadPurgeAfter)
+	}
+	if c.IsSet(flagMaxBlobSize) {
+		cfg.MaxBlobSize = c.Int64(flagMaxBlobSize)
+	}
+	if c.IsSet(flagLogLevel) {
+		cfg.LogLevel = c.String(flagLogLevel)
+	}
+	if c.IsSet(flagLogFormat) {
+		cfg.LogFormat = c.String(flagLogFormat)
+	}
+	if err := cfg.Validate(); err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	return cfg, nil
+}
+
+// readConfigFile decodes the YAML file at path over cfg; keys it does not
+// set keep their value. An unknown or repeated key is an error, so a typo is
+// not silently ignored, and every error names the key and its line.
+func readConfigFile(path string, cfg *Config) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config file: %w", err)
+	}
+	if err := decodeConfig(b, cfg); err != nil {
+		return fmt.Errorf("config file %s: %w", path, err)
+	}
+	return nil
+}
+
+func decodeConfig(b []byte, cfg *Config) error {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return err
+	}
+	if doc.Kind == 0 || len(doc.Content) == 0 {
+		return nil // empty, or only comments
+	}
+	root := doc.Content[0]
+	if root.Kind != yaml.MappingNode {
+		return fmt.Errorf("line %d: want a mapping of keys to values", root.Line)
+	}
+	fields := map[string]reflect.Value{}
+	var known []string
+	v := reflect.ValueOf(cfg).Elem()
+	for i := range v.NumField() {
+		key := v.Type().Field(i).Tag.Get("yaml")
+		fields[key] = v.Field(i)
+		known = append(known, key)
+	}
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		k, val := root.Content[i], root.Content[i+1]
+		field, ok := fields[k.Value]
+		switch {
+		case !ok:
+			return fmt.Errorf("line %d: unknown key %q (known keys: %s)", k.Line, k.Value, strings.Join(known, ", "))
+		case seen[k.Value]:
+			return fmt.Errorf("line %d: key %q repeated", k.Line, k.Value)
+		}
+		seen[k.Value] = true
+		if err := val.Decode(field.Addr().Interface()); err != nil {
+			return fmt.Errorf("line %d: %s: %s", val.Line, k.Value, yamlReason(err))
+		}
+	}
+	return nil
+}
+
+// yamlReason shortens a yaml.v3 decoding error to its reason; the caller
+// names the key and the line.
+func yamlReason(err error) string {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return err.Error()
+	}
+	reasons := make([]string, len(te.Errors))
+	for i, e := range te.Errors {
+		reasons[i] = yamlLinePrefix.ReplaceAllString(e, "")
+	}
+	return strings.Join(reasons, "; ")
+}
+
+var yamlLinePrefix = regexp.MustCompile(`^line \d+: `)

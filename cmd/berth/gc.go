@@ -1,0 +1,162 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/berth-registry/berth/api"
+)
+
+// Output formats of client commands.
+const (
+	outputTable = "table"
+	outputJSON  = "json"
+)
+
+func (m *Main) gcCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "gc",
+		Usage: "run garbage collection on a running node now",
+		Description: "Deletes blobs that no manifest references and that are older than the\n" +
+			"node's gc_grace. The node also collects by itself every gc_interval.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "server", EnvVars: []string{"BERTH_SERVER"}, Value: "http://127.0.0.1:5000", Usage: "`URL` of the node"},
+			&cli.StringFlag{Name: "user", EnvVars: []string{"BERTH_USER"}, Value: adminUser, Usage: "admin user name"},
+			&cli.StringFlag{Name: "password", EnvVars: []string{"BERTH_PASSWORD"}, Usage: "password (default: read from <data>/admin.password)"},
+			&cli.StringFlag{Name: "data", EnvVars: []string{"BERTH_DATA"}, Value: DefaultConfig().Data, Usage: "the node's data `DIR`, to read admin.password from"},
+			&cli.BoolFlag{Name: "dry-run", Usage: "report what would be deleted, delete nothing"},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: outputTable, Usage: "table or json"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return fmt.Errorf("gc takes no arguments, got %q", c.Args().Slice())
+			}
+			output := c.String("output")
+			if output != outputTable && output != outputJSON {
+				return fmt.Errorf("output %q: want table or json", output)
+			}
+			password := c.String("password")
+			if password == "" {
+				p, err := readPasswordFile(filepath.Join(c.String("data"), adminPasswordFile))
+				if errors.Is(err, fs.ErrNotExist) {
+					return errors.New("no password: use --password or BERTH_PASSWORD, or --data with the node's data directory")
+				}
+				if err != nil {
+					return err
+				}
+				password = p
+			}
+			client := apiClient{server: c.String("server"), user: c.String("user"), password: password}
+			res, err := client.gc(c.Context, c.Bool("dry-run"))
+			if err != nil {
+				return err
+			}
+			return printGC(m.Stdout, res, output)
+		},
+	}
+}
+
+// apiClient calls a node's management API with basic auth.
+type apiClient struct {
+	server, user, password string
+	http                   *http.Client // nil: http.DefaultClient
+}
+
+func (a apiClient) gc(ctx context.Context, dryRun bool) (api.GCResponse, error) {
+	var res api.GCResponse
+	body, err := json.Marshal(api.GCRequest{DryRun: dryRun})
+	if err != nil {
+		return res, err
+	}
+	err = a.do(ctx, http.MethodPost, "gc", strings.NewReader(string(body)), &res)
+	return res, err
+}
+
+// do sends a request to path (relative to /api/v1/) and decodes a 2xx JSON
+// answer into out; other answers become errors carrying the server's message.
+func (a apiClient) do(ctx context.Context, method, path string, body io.Reader, out any) error {
+	base, err := url.Parse(a.server)
+	if err != nil || base.Scheme == "" || base.Host == "" {
+		return fmt.Errorf("server %q: want a URL like http://127.0.0.1:5000", a.server)
+	}
+	u := base.JoinPath(api.Prefix, path)
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
+	if err != nil {
+		return err
+	}
+	req.SetBasicAuth(a.user, a.password)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	client := a.http
+	if client == nil {
+		client = http.DefaultClient
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, u.Redacted(), err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return fmt.Errorf("%s %s: read answer: %w", method, u.Redacted(), err)
+	}
+	if resp.StatusCode/100 != 2 {
+		var e api.ErrorResponse
+		msg := strings.TrimSpace(string(b))
+		if json.Unmarshal(b, &e) == nil && e.Error != "" {
+			msg = e.Error
+		}
+		return fmt.Errorf("%s %s: %s: %s", method, u.Redacted(), resp.Status, msg)
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("%s %s: decode answer: %w", method, u.Redacted(), err)
+	}
+	return nil
+}
+
+func printGC(w io.Writer, res api.GCResponse, output string) error {
+	if output == outputJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(res)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "dry run\t%t\n", res.DryRun)
+	fmt.Fprintf(tw, "scanned\t%d\n", res.Scanned)
+	fmt.Fprintf(tw, "deleted\t%d\n", res.Deleted)
+	fmt.Fprintf(tw, "bytes freed\t%s (%d bytes)\n", humanBytes(res.BytesFreed), res.BytesFreed)
+	d := time.Duration(res.DurationSeconds * float64(time.Second))
+	if d >= time.Second {
+		d = d.Round(time.Millisecond)
+	} else {
+		d = d.Round(time.Microsecond)
+	}
+	fmt.Fprintf(tw, "duration\t%s\n", d)
+	return tw.Flush()
+}
+
+// humanBytes formats n in binary units (KiB, MiB, ...).
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for v := n / unit; v >= unit; v /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

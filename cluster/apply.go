@@ -1,0 +1,380 @@
+package cluster
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"slices"
+
+	"github.com/berth-registry/berth/oci"
+	"go.etcd.io/bbolt"
+)
+
+// maxUserName bounds a user name in the state machine.
+const maxUserName = 256
+
+// user is a stored account.
+type user struct {
+	Hash  []byte `json:"hash"` // bcrypt
+	Admin bool   `json:"admin,omitempty"`
+}
+
+// writer applies one command inside a write transaction. Every operation
+// first reads and validates, and returns a rejection (an error that is not
+// a *storageError) before its first write; from then on a bbolt error is
+// kept in err and surfaces as a *storageError.
+type writer struct {
+	tx  *bbolt.Tx
+	err error
+}
+
+// applyCommand decodes and applies one command. It is deterministic: the
+// result depends only on data and the state in tx.
+func applyCommand(tx *bbolt.Tx, data []byte) error {
+	c, err := decodeCommand(data)
+	if err != nil {
+		return err
+	}
+	w := &writer{tx: tx}
+	switch c.Op {
+	case opPutManifest:
+		err = w.putManifest(c)
+	case opDeleteManifest:
+		err = w.deleteManifest(c.Repo, c.Digest)
+	case opDeleteTag:
+		err = w.deleteTag(c.Repo, c.Tag)
+	case opLinkBlob:
+		err = w.linkBlob(c.Repo, c.Digest, c.Size, c.Time)
+	case opUnlinkBlob:
+		err = w.unlinkBlob(c.Repo, c.Digest)
+	case opUnlinkBlobs:
+		err = w.unlinkBlobs(c.Digests)
+	case opPutUser:
+		err = w.putUser(c.Name, c.Hash, c.Admin)
+	default:
+		err = fmt.Errorf("%w: unknown op %q", ErrBadCommand, c.Op)
+	}
+	if err != nil {
+		return err
+	}
+	if w.err != nil {
+		return &storageError{err: w.err}
+	}
+	return nil
+}
+
+func badf(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrBadCommand}, args...)...)
+}
+
+func checkRepo(repo string) error {
+	if err := oci.ValidateName(repo); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadCommand, err)
+	}
+	return nil
+}
+
+func checkDigest(d oci.Digest) error {
+	if _, err := oci.ParseDigest(string(d)); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadCommand, err)
+	}
+	return nil
+}
+
+func checkTag(tag string) error {
+	if err := oci.ValidateTag(tag); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadCommand, err)
+	}
+	return nil
+}
+
+func (w *writer) get(bucket, k []byte) []byte {
+	return w.tx.Bucket(bucket).Get(k)
+}
+
+func (w *writer) put(bucket, k, v []byte) {
+	if w.err == nil {
+		w.err = w.tx.Bucket(bucket).Put(k, v)
+	}
+}
+
+func (w *writer) del(bucket, k []byte) {
+	if w.err == nil {
+		w.err = w.tx.Bucket(bucket).Delete(k)
+	}
+}
+
+// add changes a counter by delta (±1); a counter is absent at zero and
+// never goes below it.
+func (w *writer) add(bucket, k []byte, delta int) {
+	n := decodeUint(w.get(bucket, k))
+	switch {
+	case delta > 0:
+		n++
+	case n > 0:
+		n--
+	}
+	if n == 0 {
+		w.del(bucket, k)
+		return
+	}
+	w.put(bucket, k, encodeUint(n))
+}
+
+// keysWithPrefix returns copies of the keys in bucket that start with p.
+func (w *writer) keysWithPrefix(bucket, p []byte) [][]byte {
+	var ks [][]byte
+	c := w.tx.Bucket(bucket).Cursor()
+	for k, _ := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, _ = c.Next() {
+		ks = append(ks, bytes.Clone(k))
+	}
+	return ks
+}
+
+// record reads the stored record of (repo, digest).
+func (w *writer) record(repo string, d oci.Digest) (oci.Record, bool, error) {
+	v := w.get(bucketManifests, key(repo, string(d)))
+	if v == nil {
+		return oci.Record{}, false, nil
+	}
+	var r oci.Record
+	if err := json.Unmarshal(v, &r); err != nil {
+		return oci.Record{}, false, &storageError{err: fmt.Errorf("decode manifest %s in %s: %w", d, repo, err)}
+	}
+	return r, true, nil
+}
+
+func uniq(ds []oci.Digest) []oci.Digest {
+	out := slices.Clone(ds)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+func (w *writer) putManifest(c command) error {
+	r := c.Record
+	if r == nil {
+		return badf("put_manifest without a record")
+	}
+	if err := checkRepo(r.Repo); err != nil {
+		return err
+	}
+	if err := checkDigest(r.Digest); err != nil {
+		return err
+	}
+	if len(c.Payload) > oci.MaxManifestSize {
+		return badf("manifest of %d bytes is larger than %d", len(c.Payload), oci.MaxManifestSize)
+	}
+	if !r.Digest.Verify(c.Payload) {
+		return badf("payload does not match digest %s", r.Digest)
+	}
+	if r.Size != int64(len(c.Payload)) {
+		return badf("size %d does not match the payload's %d bytes", r.Size, len(c.Payload))
+	}
+	if c.Tag != "" {
+		if err := checkTag(c.Tag); err != nil {
+			return err
+		}
+	}
+	for _, d := range append(slices.Clone(r.Blobs), r.Children...) {
+		if err := checkDigest(d); err != nil {
+			return err
+		}
+	}
+	if r.Subject != "" {
+		if err := checkDigest(r.Subject); err != nil {
+			return err
+		}
+	}
+	rec, err := json.Marshal(r)
+	if err != nil {
+		return badf("encode record: %v", err)
+	}
+	old, found, err := w.record(r.Repo, r.Digest)
+	if err != nil {
+		return err
+	}
+
+	if found {
+		w.unindex(old)
+	} else {
+		w.add(bucketRepos, []byte(r.Repo), +1)
+	}
+	if err := w.index(*r); err != nil {
+		return err
+	}
+	k := key(r.Repo, string(r.Digest))
+	w.put(bucketManifests, k, rec)
+	w.put(bucketPayloads, k, bytes.Clone(c.Payload))
+	if c.Tag != "" {
+		w.setTag(r.Repo, c.Tag, r.Digest)
+	}
+	return nil
+}
+
+// index adds the blob references, children and referrer entry of r.
+func (w *writer) index(r oci.Record) error {
+	for _, b := range uniq(r.Blobs) {
+		w.add(bucketBlobRefs, []byte(b), +1)
+		w.add(bucketRepoBlobRefs, key(r.Repo, string(b)), +1)
+	}
+	for _, ch := range uniq(r.Children) {
+		w.put(bucketChildren, key(r.Repo, string(ch), string(r.Digest)), []byte{})
+	}
+	if r.Subject != "" {
+		desc, err := json.Marshal(r.Descriptor())
+		if err != nil {
+			return &storageError{err: fmt.Errorf("encode descriptor: %w", err)}
+		}
+		w.put(bucketReferrers, key(r.Repo, string(r.Subject), string(r.Digest)), desc)
+	}
+	return nil
+}
+
+// unindex removes what index(r) added.
+func (w *writer) unindex(r oci.Record) {
+	for _, b := range uniq(r.Blobs) {
+		w.add(bucketBlobRefs, []byte(b), -1)
+		w.add(bucketRepoBlobRefs, key(r.Repo, string(b)), -1)
+	}
+	for _, ch := range uniq(r.Children) {
+		w.del(bucketChildren, key(r.Repo, string(ch), string(r.Digest)))
+	}
+	if r.Subject != "" {
+		w.del(bucketReferrers, key(r.Repo, string(r.Subject), string(r.Digest)))
+	}
+}
+
+// setTag points repo:tag at d, moving it off the digest it pointed to.
+func (w *writer) setTag(repo, tag string, d oci.Digest) {
+	tk := key(repo, tag)
+	if prev := w.get(bucketTags, tk); prev != nil && string(prev) != string(d) {
+		w.del(bucketTagsByDigest, key(repo, string(prev), tag))
+	}
+	w.put(bucketTags, tk, []byte(d))
+	w.put(bucketTagsByDigest, key(repo, string(d), tag), []byte{})
+}
+
+func (w *writer) deleteManifest(repo string, d oci.Digest) error {
+	if err := checkRepo(repo); err != nil {
+		return err
+	}
+	if err := checkDigest(d); err != nil {
+		return err
+	}
+	r, found, err := w.record(repo, d)
+	if err != nil {
+		return err
+	}
+	if !found {
+		return fmt.Errorf("manifest %s in %s: %w", d, repo, oci.ErrNotFound)
+	}
+	p := prefix(repo, string(d))
+	if k, _ := w.tx.Bucket(bucketChildren).Cursor().Seek(p); k != nil && bytes.HasPrefix(k, p) {
+		index := string(k[len(p):])
+		return fmt.Errorf("manifest is referenced by index %s in %s; delete the index first: %w", index, repo, oci.ErrDenied)
+	}
+
+	w.unindex(r)
+	k := key(repo, string(d))
+	w.del(bucketManifests, k)
+	w.del(bucketPayloads, k)
+	for _, tk := range w.keysWithPrefix(bucketTagsByDigest, p) {
+		w.del(bucketTags, key(repo, string(tk[len(p):])))
+		w.del(bucketTagsByDigest, tk)
+	}
+	w.add(bucketRepos, []byte(repo), -1)
+	return nil
+}
+
+func (w *writer) deleteTag(repo, tag string) error {
+	if err := checkRepo(repo); err != nil {
+		return err
+	}
+	if err := checkTag(tag); err != nil {
+		return err
+	}
+	tk := key(repo, tag)
+	d := w.get(bucketTags, tk)
+	if d == nil {
+		return fmt.Errorf("tag %s in %s: %w", tag, repo, oci.ErrNotFound)
+	}
+	ik := key(repo, string(d), tag)
+	w.del(bucketTags, tk)
+	w.del(bucketTagsByDigest, ik)
+	return nil
+}
+
+func (w *writer) linkBlob(repo string, d oci.Digest, size, at int64) error {
+	if err := checkRepo(repo); err != nil {
+		return err
+	}
+	if err := checkDigest(d); err != nil {
+		return err
+	}
+	if size < 0 {
+		return badf("negative blob size %d", size)
+	}
+	v := make([]byte, 16)
+	binary.BigEndian.PutUint64(v[:8], uint64(size))
+	binary.BigEndian.PutUint64(v[8:], uint64(at))
+	w.put(bucketLinks, key(repo, string(d)), v)
+	w.put(bucketLinksByBlob, key(string(d), repo), []byte{})
+	return nil
+}
+
+// unlinkBlob drops repo's upload link of d (a blob DELETE). A blob that a
+// manifest of repo references stays visible there; one that is neither
+// linked nor referenced in repo is not found.
+func (w *writer) unlinkBlob(repo string, d oci.Digest) error {
+	if err := checkRepo(repo); err != nil {
+		return err
+	}
+	if err := checkDigest(d); err != nil {
+		return err
+	}
+	k := key(repo, string(d))
+	if w.get(bucketLinks, k) == nil {
+		if w.get(bucketRepoBlobRefs, k) == nil {
+			return fmt.Errorf("blob %s in %s: %w", d, repo, oci.ErrNotFound)
+		}
+		return nil
+	}
+	w.del(bucketLinks, k)
+	w.del(bucketLinksByBlob, key(string(d), repo))
+	return nil
+}
+
+func (w *writer) unlinkBlobs(ds []oci.Digest) error {
+	for _, d := range ds {
+		if err := checkDigest(d); err != nil {
+			return err
+		}
+	}
+	for _, d := range uniq(ds) {
+		if w.get(bucketBlobRefs, []byte(d)) != nil {
+			continue // a manifest references it again
+		}
+		p := prefix(string(d))
+		for _, lk := range w.keysWithPrefix(bucketLinksByBlob, p) {
+			w.del(bucketLinks, key(string(lk[len(p):]), string(d)))
+			w.del(bucketLinksByBlob, lk)
+		}
+	}
+	return nil
+}
+
+func (w *writer) putUser(name string, hash []byte, admin bool) error {
+	if name == "" || len(name) > maxUserName {
+		return badf("user name must be 1 to %d bytes", maxUserName)
+	}
+	if len(hash) == 0 {
+		return badf("user %s without a password hash", name)
+	}
+	v, err := json.Marshal(user{Hash: hash, Admin: admin})
+	if err != nil {
+		return badf("encode user: %v", err)
+	}
+	w.put(bucketUsers, []byte(name), v)
+	return nil
+}

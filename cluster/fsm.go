@@ -1,0 +1,240 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"go.etcd.io/bbolt"
+)
+
+// fsm is the state machine: a bbolt file that every node changes only by
+// applying the Raft log, in order, deterministically.
+type fsm struct {
+	path   string
+	logger *slog.Logger
+
+	// mu guards db, which Restore swaps. Apply, Snapshot and Restore run on
+	// raft's FSM goroutine; reads run anywhere and take mu.RLock.
+	mu sync.RWMutex
+	db *bbolt.DB
+
+	applied atomic.Uint64 // index of the last entry applied (or skipped as applied)
+}
+
+// initialMmapSize is the state file's initial memory map.
+const initialMmapSize = 1 << 30
+
+// storageError marks a failure of bbolt itself inside apply, as opposed to a
+// command that is rejected. It aborts the whole batch.
+type storageError struct{ err error }
+
+func (e *storageError) Error() string { return "state storage: " + e.err.Error() }
+func (e *storageError) Unwrap() error { return e.err }
+
+func openDB(path string) (*bbolt.DB, error) {
+	// A bbolt write that must grow the memory map waits for every open read
+	// transaction, and a snapshot keeps one open while it streams. A large
+	// initial map (address space, not memory) keeps applies from stalling
+	// behind a snapshot until the file outgrows it.
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: time.Second, InitialMmapSize: initialMmapSize})
+	if err != nil {
+		return nil, fmt.Errorf("open state %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bbolt.Tx) error {
+		for _, b := range allBuckets {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("init state %s: %w", path, err)
+	}
+	return db, nil
+}
+
+// openFSM opens (or creates) the state file at path.
+func openFSM(path string, logger *slog.Logger) (*fsm, error) {
+	db, err := openDB(path)
+	if err != nil {
+		return nil, err
+	}
+	f := &fsm{path: path, logger: logger, db: db}
+	idx, _, err := f.appliedMeta()
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	f.applied.Store(idx)
+	return f, nil
+}
+
+func (f *fsm) close() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.db == nil {
+		return nil
+	}
+	err := f.db.Close()
+	f.db = nil
+	return err
+}
+
+// view runs fn in a read transaction of the current state.
+func (f *fsm) view(fn func(tx *bbolt.Tx) error) error {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.db == nil {
+		return ErrClosed
+	}
+	return f.db.View(fn)
+}
+
+// appliedMeta reads the applied index and term stored in the state file.
+func (f *fsm) appliedMeta() (index, term uint64, err error) {
+	err = f.view(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketMeta)
+		index = decodeUint(b.Get(metaAppliedIndex))
+		term = decodeUint(b.Get(metaAppliedTerm))
+		return nil
+	})
+	return index, term, err
+}
+
+// Apply applies one entry; see ApplyBatch.
+func (f *fsm) Apply(l *raft.Log) any {
+	return f.ApplyBatch([]*raft.Log{l})[0]
+}
+
+// ApplyBatch applies committed entries in one bbolt transaction that also
+// records the index and term of the last of them. Entries at or below the
+// stored applied index were applied before (a restart replays the log) and
+// are skipped; entries that are not commands only advance the index.
+//
+// Each response is nil or the error a rejected command got; a rejected
+// command has written nothing. A failure of the storage itself cannot be
+// rolled back for one entry only and would leave this node behind the log
+// it acknowledged, so it panics: the node restarts and replays.
+func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
+	resp := make([]any, len(logs))
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.db == nil {
+		for i := range resp {
+			resp[i] = ErrClosed
+		}
+		return resp
+	}
+	if len(logs) == 0 || logs[len(logs)-1].Index <= f.applied.Load() {
+		return resp // a replay of entries this file already holds
+	}
+	var last uint64
+	err := f.db.Update(func(tx *bbolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		applied := decodeUint(meta.Get(metaAppliedIndex))
+		var lastLog *raft.Log
+		for i, l := range logs {
+			if l.Index <= applied {
+				continue
+			}
+			lastLog = l
+			if l.Type != raft.LogCommand {
+				continue
+			}
+			r := applyCommand(tx, l.Data)
+			var se *storageError
+			if errors.As(r, &se) {
+				return se
+			}
+			if r != nil {
+				resp[i] = r
+			}
+		}
+		if lastLog == nil {
+			last = applied
+			return nil
+		}
+		last = lastLog.Index
+		if err := meta.Put(metaAppliedIndex, encodeUint(lastLog.Index)); err != nil {
+			return err
+		}
+		return meta.Put(metaAppliedTerm, encodeUint(lastLog.Term))
+	})
+	if err != nil {
+		panic(fmt.Sprintf("cluster: apply raft entries %d..%d to %s: %v", logs[0].Index, logs[len(logs)-1].Index, f.path, err))
+	}
+	f.applied.Store(last)
+	return resp
+}
+
+// Snapshot starts a read transaction; its Persist streams a consistent copy
+// of the state file while applies go on.
+func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.db == nil {
+		return nil, ErrClosed
+	}
+	tx, err := f.db.Begin(false)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot state: %w", err)
+	}
+	return &snapshot{tx: tx}, nil
+}
+
+// Restore replaces the state file with a snapshot's copy: it writes the
+// stream to a temporary file, fsyncs it, closes the current file, renames
+// the copy over it and reopens it. The applied index becomes the one the
+// snapshot recorded.
+func (f *fsm) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	tmp := f.path + ".restore"
+	if err := writeFileSync(tmp, rc); err != nil {
+		return fmt.Errorf("restore state: %w", err)
+	}
+	// Check the copy is a state file before dropping the current one.
+	check, err := openDB(tmp)
+	if err != nil {
+		removeQuiet(tmp)
+		return fmt.Errorf("restore state: %w", err)
+	}
+	if err := check.Close(); err != nil {
+		removeQuiet(tmp)
+		return fmt.Errorf("restore state: %w", err)
+	}
+
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.db != nil {
+		if err := f.db.Close(); err != nil {
+			return fmt.Errorf("restore state: close current: %w", err)
+		}
+		f.db = nil
+	}
+	if err := renameSync(tmp, f.path); err != nil {
+		return fmt.Errorf("restore state: %w", err)
+	}
+	db, err := openDB(f.path)
+	if err != nil {
+		return fmt.Errorf("restore state: %w", err)
+	}
+	f.db = db
+	var idx uint64
+	if err := db.View(func(tx *bbolt.Tx) error {
+		idx = decodeUint(tx.Bucket(bucketMeta).Get(metaAppliedIndex))
+		return nil
+	}); err != nil {
+		return fmt.Errorf("restore state: %w", err)
+	}
+	f.applied.Store(idx)
+	f.logger.Info("state restored from snapshot", "applied_index", idx)
+	return nil
+}

@@ -1,0 +1,63 @@
+package cluster
+
+import (
+	"encoding/binary"
+	"strings"
+)
+
+// The state machine's bbolt buckets. Composite keys join their parts with
+// sep (0x00), which cannot occur in a repository name, tag or digest (apply
+// validates all three), so a prefix scan of "a\x00" never reaches "ab\x00".
+var (
+	bucketMeta         = []byte("meta")           // applied index and term; not part of StateHash
+	bucketRepos        = []byte("repos")          // repo → number of manifests (uint64)
+	bucketManifests    = []byte("manifests")      // repo·digest → oci.Record (JSON)
+	bucketPayloads     = []byte("payloads")       // repo·digest → manifest bytes
+	bucketTags         = []byte("tags")           // repo·tag → digest
+	bucketTagsByDigest = []byte("tags_by_digest") // repo·digest·tag → ""
+	bucketReferrers    = []byte("referrers")      // repo·subject·referrer → oci.Descriptor (JSON)
+	bucketChildren     = []byte("children")       // repo·child·index → ""
+	bucketBlobRefs     = []byte("blob_refs")      // digest → manifests referencing it, all repos (uint64, absent at 0)
+	bucketRepoBlobRefs = []byte("repo_blob_refs") // repo·digest → manifests of repo referencing it (uint64, absent at 0)
+	bucketLinks        = []byte("links")          // repo·digest → size, time (2×uint64)
+	bucketLinksByBlob  = []byte("links_by_blob")  // digest·repo → ""
+	bucketUsers        = []byte("users")          // name → user (JSON)
+
+	allBuckets = [][]byte{
+		bucketMeta, bucketRepos, bucketManifests, bucketPayloads, bucketTags,
+		bucketTagsByDigest, bucketReferrers, bucketChildren, bucketBlobRefs,
+		bucketRepoBlobRefs, bucketLinks, bucketLinksByBlob, bucketUsers,
+	}
+
+	metaAppliedIndex = []byte("applied_index")
+	metaAppliedTerm  = []byte("applied_term")
+)
+
+const sep = "\x00"
+
+// key joins parts with sep.
+func key(parts ...string) []byte {
+	return []byte(strings.Join(parts, sep))
+}
+
+// prefix is key(parts...) followed by sep: every key one part longer.
+func prefix(parts ...string) []byte {
+	return append(key(parts...), sep...)
+}
+
+func encodeUint(v uint64) []byte {
+	b := make([]byte, 8)
+	binary.BigEndian.PutUint64(b, v)
+	return b
+}
+
+// decodeUint reads a big-endian uint64; anything else counts as 0.
+func decodeUint(b []byte) uint64 {
+	if len(b) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(b)
+}
+
+// hasSep reports whether s would break composite keys.
+func hasSep(s string) bool { return strings.Contains(s, sep) }

@@ -1,0 +1,125 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/berth-registry/berth/oci"
+)
+
+func internalNode(t *testing.T, dir, addr string) *Node {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.NodeID, cfg.DataDir, cfg.RaftAddr = "n1", dir, addr
+	cfg.HeartbeatTimeout, cfg.ElectionTimeout = 50*time.Millisecond, 50*time.Millisecond
+	cfg.LeaderLeaseTimeout = 50 * time.Millisecond
+	n, err := New(cfg, quietLogger(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := n.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestRestartAfterSnapshot covers both ways a node comes back after Raft
+// compacted its log into a snapshot: with its state file (the snapshot is
+// not restored over it) and without (the snapshot is restored, then the
+// rest of the log replayed).
+func TestRestartAfterSnapshot(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	dir := t.TempDir()
+	ctx := context.Background()
+
+	n := internalNode(t, dir, addr)
+	for i := range 20 {
+		if err := n.LinkBlob(ctx, "r", blobDigest(i), int64(i)); err != nil {
+			t.Fatal(err)
+		}
+		if i == 9 {
+			if err := n.raft.Snapshot().Error(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	want, _ := n.StateHash(ctx)
+	applied := n.AppliedIndex()
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tc := range []struct {
+		name string
+		prep func(t *testing.T)
+	}{
+		{"state file kept", func(*testing.T) {}},
+		{"state file lost", func(t *testing.T) {
+			if err := os.Remove(filepath.Join(dir, stateDBName)); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.prep(t)
+			n := internalNode(t, dir, addr)
+			defer n.Close()
+			if got := n.AppliedIndex(); got < applied {
+				t.Fatalf("applied %d, want >= %d", got, applied)
+			}
+			if got, _ := n.StateHash(ctx); got != want {
+				t.Fatal("state differs after restart")
+			}
+			for i := range 20 {
+				if ok, _ := n.BlobLinked(ctx, "r", blobDigest(i)); !ok {
+					t.Fatalf("blob %d lost", i)
+				}
+			}
+			if err := n.Close(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestUnlinkBlobsChunks(t *testing.T) {
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := l.Addr().String()
+	l.Close()
+	n := internalNode(t, t.TempDir(), addr)
+	ctx := context.Background()
+	var ds []oci.Digest
+	for i := range unlinkChunk + 5 {
+		ds = append(ds, oci.DigestOf(fmt.Appendf(nil, "b%d", i)))
+	}
+	for _, d := range []oci.Digest{ds[0], ds[len(ds)-1]} {
+		if err := n.LinkBlob(ctx, "r", d, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := n.AppliedIndex()
+	if err := n.UnlinkBlobs(ctx, ds); err != nil {
+		t.Fatal(err)
+	}
+	if got := n.AppliedIndex() - before; got != 2 {
+		t.Fatalf("UnlinkBlobs of %d digests took %d entries, want 2", len(ds), got)
+	}
+	for _, d := range []oci.Digest{ds[0], ds[len(ds)-1]} {
+		if ok, _ := n.BlobLinked(ctx, "r", d); ok {
+			t.Fatalf("%s still linked", d)
+		}
+	}
+}

@@ -1,0 +1,143 @@
+package cluster
+
+import (
+	"bytes"
+	"io"
+	"slices"
+	"testing"
+
+	"github.com/berth-registry/berth/oci"
+)
+
+// memSink is a raft.SnapshotSink in memory.
+type memSink struct {
+	bytes.Buffer
+	closed, cancelled bool
+}
+
+func (s *memSink) ID() string    { return "mem" }
+func (s *memSink) Cancel() error { s.cancelled = true; return nil }
+func (s *memSink) Close() error  { s.closed = true; return nil }
+
+func snapshotBytes(t *testing.T, f *fsm) []byte {
+	t.Helper()
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &memSink{}
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	snap.Release()
+	if !sink.closed || sink.cancelled {
+		t.Fatalf("sink closed %v cancelled %v", sink.closed, sink.cancelled)
+	}
+	return sink.Bytes()
+}
+
+func populate(h *harness) (oci.Record, oci.Record) {
+	child, pc := manifest("app/web", "child", []oci.Digest{blobDigest(1), blobDigest(2)}, nil, "")
+	index, pi := manifest("app/web", "index", nil, []oci.Digest{child.Digest}, "")
+	sig, ps := manifest("app/web", "sig", []oci.Digest{blobDigest(3)}, nil, child.Digest)
+	h.mustApply(putCmd(child, pc, "amd64"))
+	h.mustApply(putCmd(index, pi, "latest"))
+	h.mustApply(putCmd(sig, ps, ""))
+	h.mustApply(command{Op: opLinkBlob, Repo: "app/db", Digest: blobDigest(9), Size: 9, Time: 1})
+	h.mustApply(command{Op: opPutUser, Name: "admin", Hash: []byte("hash"), Admin: true})
+	return child, index
+}
+
+func TestSnapshotRestoreRoundTrip(t *testing.T) {
+	src := newHarness(t)
+	child, index := populate(src)
+	data := snapshotBytes(t, src.f)
+
+	dst := newHarness(t)
+	// Restore replaces whatever the target held.
+	dst.mustApply(command{Op: opLinkBlob, Repo: "stale", Digest: blobDigest(5), Size: 1})
+	dst.mustApply(command{Op: opLinkBlob, Repo: "stale", Digest: blobDigest(6), Size: 1})
+	dst.mustApply(command{Op: opLinkBlob, Repo: "stale", Digest: blobDigest(7), Size: 1})
+	dst.mustApply(command{Op: opLinkBlob, Repo: "stale", Digest: blobDigest(8), Size: 1})
+	dst.mustApply(command{Op: opLinkBlob, Repo: "stale", Digest: blobDigest(9), Size: 1})
+	dst.mustApply(command{Op: opLinkBlob, Repo: "stale", Digest: blobDigest(10), Size: 1})
+	if err := dst.f.Restore(io.NopCloser(bytes.NewReader(data))); err != nil {
+		t.Fatal(err)
+	}
+	if dst.hash() != src.hash() {
+		t.Fatal("restored state hash differs")
+	}
+	if got, want := dst.f.applied.Load(), src.f.applied.Load(); got != want {
+		t.Fatalf("restored applied index %d, want %d", got, want)
+	}
+	if ok, _ := dst.f.blobLinked("stale", blobDigest(5)); ok {
+		t.Fatal("state from before the restore survived")
+	}
+	for _, f := range []*fsm{src.f, dst.f} {
+		if d, err := f.tag("app/web", "latest"); err != nil || d != index.Digest {
+			t.Fatalf("tag latest = %s, %v", d, err)
+		}
+		if refs, _ := f.referrers("app/web", child.Digest); len(refs) != 1 {
+			t.Fatalf("referrers = %+v", refs)
+		}
+		if repos, _ := f.repositories("", 10); !slices.Equal(repos, []string{"app/web"}) {
+			t.Fatalf("repositories = %q", repos)
+		}
+		if _, found, _ := f.user("admin"); !found {
+			t.Fatal("user missing")
+		}
+	}
+	checkInvariants(t, dst.f)
+
+	// Entries after the snapshot apply on top of the restored state, and
+	// those it holds are skipped.
+	dst.idx = dst.f.applied.Load() - 1
+	if err := dst.apply(command{Op: opDeleteTag, Repo: "app/web", Tag: "amd64"}); err != nil {
+		t.Fatalf("replayed entry: %v", err)
+	}
+	if _, err := dst.f.tag("app/web", "amd64"); err != nil {
+		t.Fatal("entry at the snapshot's index was applied again")
+	}
+	dst.mustApply(command{Op: opDeleteTag, Repo: "app/web", Tag: "amd64"})
+	if _, err := dst.f.tag("app/web", "amd64"); err == nil {
+		t.Fatal("entry after the snapshot was not applied")
+	}
+}
+
+func TestSnapshotIsConsistent(t *testing.T) {
+	h := newHarness(t)
+	populate(h)
+	want := h.hash()
+	snap, err := h.f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Applies go on while the snapshot is being written.
+	h.mustApply(command{Op: opDeleteTag, Repo: "app/web", Tag: "latest"})
+	sink := &memSink{}
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	snap.Release()
+	dst := newHarness(t)
+	if err := dst.f.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
+		t.Fatal(err)
+	}
+	if dst.hash() != want {
+		t.Fatal("snapshot saw an apply made after it started")
+	}
+}
+
+func TestRestoreRejectsGarbage(t *testing.T) {
+	h := newHarness(t)
+	populate(h)
+	want := h.hash()
+	if err := h.f.Restore(io.NopCloser(bytes.NewReader([]byte("not a bolt file")))); err == nil {
+		t.Fatal("restore of garbage succeeded")
+	}
+	if h.hash() != want {
+		t.Fatal("failed restore changed the state")
+	}
+}
+
+func nopCloser(b []byte) io.ReadCloser { return io.NopCloser(bytes.NewReader(b)) }

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -96,8 +97,8 @@ func TestTagsPagination(t *testing.T) {
 	if want := expectPage(tags, "", len(tags)+1); !slices.Equal(walked, want) {
 		t.Fatalf("walked %d tags, want %d", len(walked), len(want))
 	}
-	if got, _ := h.f.tags("missing", "", 10); len(got) != 0 || got == nil {
-		t.Fatalf("tags of a missing repo = %#v, want empty", got)
+	if got, err := h.f.tags("missing", "", 10); !errors.Is(err, oci.ErrNotFound) || len(got) != 0 {
+		t.Fatalf("tags of a missing repo = %#v, %v; want oci.ErrNotFound", got, err)
 	}
 }
 

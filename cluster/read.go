@@ -96,9 +96,21 @@ func (f *fsm) page(bucket, p []byte, last string, n int) ([]string, error) {
 	return out, err
 }
 
+// tags pages through repo's tags; a repository without manifests does not
+// exist, so it is oci.ErrNotFound (the registry's NAME_UNKNOWN) rather than
+// an empty list.
 func (f *fsm) tags(repo, last string, n int) ([]string, error) {
-	if hasSep(repo) {
-		return []string{}, nil
+	exists := false
+	if !hasSep(repo) {
+		if err := f.view(func(tx *bbolt.Tx) error {
+			exists = tx.Bucket(bucketRepos).Get([]byte(repo)) != nil
+			return nil
+		}); err != nil {
+			return nil, err
+		}
+	}
+	if !exists {
+		return nil, fmt.Errorf("repository %q: %w", repo, oci.ErrNotFound)
 	}
 	return f.page(bucketTags, prefix(repo), last, n)
 }

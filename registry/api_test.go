@@ -422,7 +422,7 @@ func TestManifestErrors(t *testing.T) {
 			wantError(t, resp, tt.status, tt.code)
 		})
 	}
-	if tr.state.hasTag("app", "t") {
+	if tr.state.hasTag(t, "app", "t") {
 		t.Fatal("a refused manifest was tagged")
 	}
 
@@ -668,8 +668,12 @@ func TestCatalog(t *testing.T) {
 	if string(empty.body) != `{"repositories":[]}` {
 		t.Fatalf("empty catalog = %s", empty.body)
 	}
+	// A repository exists once it holds a manifest; blobs alone do not
+	// make one.
+	tr.pushBlob(t, "b/blobs-only", []byte("blob"))
 	for _, repo := range []string{"z/last", "a/first", "m/middle"} {
-		tr.pushBlob(t, repo, []byte("blob"))
+		body := mustJSON(t, tr.image(t, repo, "c"))
+		wantStatus(t, tr.putManifest(t, repo, "v1", body, oci.MediaTypeImageManifest), http.StatusCreated)
 	}
 	resp := tr.do(t, http.MethodGet, "/v2/_catalog?n=2", nil)
 	wantStatus(t, resp, http.StatusOK)

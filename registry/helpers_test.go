@@ -76,7 +76,7 @@ type testOpts struct {
 type testRegistry struct {
 	srv   *httptest.Server
 	reg   *Registry
-	state *fakeState
+	state *faultState
 	users *fakeUsers
 	prom  *prometheus.Registry
 	logs  *syncBuffer
@@ -97,7 +97,7 @@ func newTestRegistry(t testing.TB, opts testOpts) *testRegistry {
 	}
 	cfg.AnonymousPull = !opts.noAnonymousPull
 	tr := &testRegistry{
-		state: newFakeState(),
+		state: newNodeState(t),
 		users: &fakeUsers{},
 		prom:  prometheus.NewRegistry(),
 		logs:  &syncBuffer{},

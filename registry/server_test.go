@@ -38,7 +38,7 @@ func TestConfigValidate(t *testing.T) {
 			}
 		})
 	}
-	if _, err := New(Config{}, newFakeState(), NewAdminAuth(&fakeUsers{}, true, ""), nil, nil); err == nil {
+	if _, err := New(Config{}, newNodeState(t), NewAdminAuth(&fakeUsers{}, true, ""), nil, nil); err == nil {
 		t.Fatal("New accepted an invalid config")
 	}
 }
@@ -190,7 +190,7 @@ func TestStateFailures(t *testing.T) {
 	wantStatus(t, tr.putManifest(t, "app", "v1", body, oci.MediaTypeImageManifest), http.StatusCreated)
 
 	// No quorum: writes answer 503 with Retry-After; reads still work.
-	tr.state.failWrite = func() error { return errUnavailableState }
+	tr.state.setFaults(func() error { return errUnavailableState }, nil)
 	resp := tr.putManifest(t, "app", "v2", body, oci.MediaTypeImageManifest)
 	wantError(t, resp, http.StatusServiceUnavailable, codeUnavailable)
 	wantHeader(t, resp, "Retry-After", "1")
@@ -199,7 +199,7 @@ func TestStateFailures(t *testing.T) {
 
 	// An internal error is 500 UNKNOWN, logged with the request id, and its
 	// text never reaches the client.
-	tr.state.failWrite = func() error { return errWithPath }
+	tr.state.setFaults(func() error { return errWithPath }, nil)
 	resp = tr.do(t, http.MethodDelete, "/v2/app/manifests/v1", nil, withHeader("X-Request-Id", "req-42"))
 	wantError(t, resp, http.StatusInternalServerError, codeUnknown)
 	if bytes.Contains(resp.body, []byte("secret")) {
@@ -209,8 +209,7 @@ func TestStateFailures(t *testing.T) {
 	if !strings.Contains(logs, `"request_id":"req-42"`) || !strings.Contains(logs, "/secret/path") {
 		t.Fatalf("internal error not logged with its request id:\n%s", logs)
 	}
-	tr.state.failWrite = nil
-	tr.state.failRead = func() error { return errWithPath }
+	tr.state.setFaults(nil, func() error { return errWithPath })
 	wantError(t, tr.do(t, http.MethodGet, "/v2/app/tags/list", nil), http.StatusInternalServerError, codeUnknown)
 	wantError(t, tr.do(t, http.MethodGet, "/v2/_catalog", nil), http.StatusInternalServerError, codeUnknown)
 	wantError(t, tr.do(t, http.MethodGet, "/v2/app/referrers/"+oci.DigestOf(body).String(), nil), http.StatusInternalServerError, codeUnknown)

@@ -35,12 +35,12 @@ test-unit: ## unit tests with the race detector (all packages but test/...)
 	CGO_ENABLED=1 $(GO) test -race -count=1 $(UNIT_PKGS)
 
 # The end-to-end suite: the OCI conformance suite, real clients and crash
-# tests against a real `berth serve` (BERTH_BIN names the built binary).
+# tests against a real `berth serve` (E2E_BERTH_BIN names the built binary).
 # scripts/install-clients.sh installs the clients that are missing first.
 E2E_FLAGS ?= -timeout 30m
 test-e2e: build ## conformance suite, real clients and kill -9 tests against bin/berth
 	./scripts/install-clients.sh
-	BERTH_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 $(E2E_FLAGS) ./test/e2e/...
+	E2E_BERTH_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 $(E2E_FLAGS) ./test/e2e/...
 
 DISTRIBUTION_VERSION := v3.1.2
 BENCH_ARGS ?=

@@ -152,7 +152,7 @@ func (s *BlobStore) Put(ctx context.Context, d oci.Digest, r io.Reader, maxSize 
 	}()
 
 	h := d.NewHash()
-	n, err := copyLimited(ctx, f, h, r, maxSize)
+	n, err := copyLimited(ctx, newWriteback(f), h, r, maxSize)
 	if err != nil {
 		return 0, fmt.Errorf("put blob %s: %w", d, err)
 	}

@@ -50,7 +50,14 @@ type UploadState struct {
 // Invariants:
 //   - state.json is replaced atomically (temp, fsync, rename, dir fsync) and
 //     only after the bytes it counts are fsynced in data, so the recorded
-//     offset never exceeds what is durable.
+//     offset never exceeds what is durable. Before the first chunk is
+//     acknowledged, the session's own directory entry is fsynced too.
+//   - a new session (offset 0) is written but not fsynced: it survives a
+//     process crash (the page cache does), and a power loss can only lose a
+//     session that holds no acknowledged byte, which recovery then removes
+//     or the client restarts (see DESIGN.md, "Upload durability").
+//   - the bytes up to the recorded offset are durable in data, so finishing
+//     without a final chunk needs no further data fsync.
 //   - a chunk is all or nothing: a failed Append (client gone, too large,
 //     ctx ended, I/O error) leaves the session at its previous offset.
 //   - after a crash, OpenUploads truncates data back to the recorded offset;
@@ -77,6 +84,9 @@ type session struct {
 	st        UploadState
 	hashState []byte // sha256 state after exactly st.Offset bytes; nil when unknown
 	gone      bool
+	// durable: the session's directory entry in Uploads.dir is fsynced.
+	// Create leaves it false; the first acknowledged chunk makes it true.
+	durable bool
 }
 
 // uploadRecord is the on-disk form of a session (state.json).
@@ -137,7 +147,9 @@ func OpenUploads(dir string, blobs *BlobStore, maxBlobSize int64) (*Uploads, err
 		}
 		u.sessions[s.st.ID] = s
 	}
-	if removed {
+	// Sessions that Create wrote without fsync and a crash left behind are
+	// made durable once here, so their first chunk need not.
+	if removed || len(u.sessions) > 0 {
 		if err := syncDir(dir); err != nil {
 			return nil, fmt.Errorf("open uploads: %w", err)
 		}
@@ -172,6 +184,18 @@ func recoverSession(dir, id string) (*session, error) {
 			}
 		}
 	}
+	s := &session{
+		dir:     dir,
+		busy:    make(chan struct{}, 1),
+		durable: true, // OpenUploads fsyncs the directory
+		st: UploadState{
+			ID: rec.ID, Repo: rec.Repo, Offset: rec.Offset,
+			Started: rec.Started, Updated: rec.Updated,
+		},
+	}
+	if rec.HashOffset == rec.Offset && validSHA256State(rec.HashState) {
+		s.hashState = rec.HashState
+	}
 	data := filepath.Join(dir, uploadDataFile)
 	f, err := os.OpenFile(data, os.O_WRONLY, 0)
 	if err != nil {
@@ -198,21 +222,14 @@ func recoverSession(dir, id string) (*session, error) {
 			return nil, err
 		}
 	}
-	s := &session{
-		dir:  dir,
-		busy: make(chan struct{}, 1),
-		st: UploadState{
-			ID: rec.ID, Repo: rec.Repo, Offset: rec.Offset,
-			Started: rec.Started, Updated: rec.Updated,
-		},
-	}
-	if rec.HashOffset == rec.Offset && validSHA256State(rec.HashState) {
-		s.hashState = rec.HashState
-	}
 	return s, nil
 }
 
-// Create opens a new session for repo.
+// Create opens a new session for repo. It writes the session's directory,
+// its empty data file and state.json but fsyncs none of them: a new session
+// holds no acknowledged byte, so it must survive a process crash (the page
+// cache does) but not a power loss (the client starts again). The first
+// chunk makes it durable.
 func (u *Uploads) Create(repo string, now time.Time) (UploadState, error) {
 	id := uuid.NewString()
 	dir := filepath.Join(u.dir, id)
@@ -223,13 +240,10 @@ func (u *Uploads) Create(repo string, now time.Time) (UploadState, error) {
 	h := sha256.New()
 	hs, err := h.(encoding.BinaryMarshaler).MarshalBinary()
 	if err == nil {
-		err = createEmpty(filepath.Join(dir, uploadDataFile))
+		err = createFile(filepath.Join(dir, uploadDataFile), nil)
 	}
 	if err == nil {
-		_, err = writeUploadState(dir, st, hs)
-	}
-	if err == nil {
-		err = syncDir(u.dir)
+		err = createUploadState(dir, st, hs)
 	}
 	if err != nil {
 		os.RemoveAll(dir)
@@ -290,6 +304,15 @@ func (u *Uploads) Append(ctx context.Context, repo, id string, r io.Reader, star
 		truncateData(s.dir, st.Offset)
 		return st, fmt.Errorf("append to upload %s: %w", id, err)
 	}
+	if err == nil && !s.isDurable() {
+		// The first acknowledged chunk: the session's own entry in the
+		// uploads directory must survive a power loss too.
+		if err = syncDir(u.dir); err == nil {
+			s.mu.Lock()
+			s.durable = true
+			s.mu.Unlock()
+		}
+	}
 	// Once state.json is replaced the new offset is what a restart sees, so
 	// memory follows even if the directory fsync failed.
 	s.mu.Lock()
@@ -333,8 +356,23 @@ func (u *Uploads) Finish(ctx context.Context, repo, id string, d oci.Digest, fin
 	if final == nil {
 		final = strings.NewReader("")
 	}
-	// writeChunk also truncates any stray tail and fsyncs the data, even
-	// when final is empty.
+	if st.Offset == 0 {
+		// Nothing acknowledged yet (a POST then a PUT with the whole blob,
+		// as clients push small blobs): the session's data holds nothing
+		// worth keeping, so the body goes straight into the blob store,
+		// which hashes, fsyncs, renames and fsyncs the directory once.
+		size, err := u.blobs.Put(ctx, d, final, u.max)
+		if err != nil {
+			if errors.Is(err, oci.ErrDigestInvalid) {
+				u.remove(s)
+			}
+			return 0, fmt.Errorf("finish upload %s: %w", id, err)
+		}
+		u.remove(s)
+		return size, nil
+	}
+	// writeChunk also truncates any stray tail; it fsyncs only when it
+	// changed the data, since the bytes up to st.Offset are durable.
 	n, finalHS, err := u.writeChunk(ctx, s, st.Offset, hs, final)
 	if err != nil {
 		return 0, fmt.Errorf("finish upload %s: %w", id, err)
@@ -454,7 +492,9 @@ func (u *Uploads) lookup(repo, id string) (*session, error) {
 }
 
 // remove forgets session s and deletes its directory; the caller holds
-// s.busy.
+// s.busy. The removal is not fsynced: a session that a power loss brings
+// back is either incomplete (recovery removes it) or an idle session that
+// Purge removes; neither is ever reported as a blob.
 func (u *Uploads) remove(s *session) error {
 	s.mu.Lock()
 	s.gone = true
@@ -463,24 +503,30 @@ func (u *Uploads) remove(s *session) error {
 	u.mu.Lock()
 	delete(u.sessions, id)
 	u.mu.Unlock()
-	if err := os.RemoveAll(s.dir); err != nil {
-		return err
-	}
-	return syncDir(u.dir)
+	return os.RemoveAll(s.dir)
 }
 
 // writeChunk writes r to the session's data at off, hashing it on from hs
 // when hs is known, and fsyncs. Data beyond off (a stray tail of a failed
 // chunk) is cut first. On error the data is cut back to off. It returns the
 // number of bytes written and the hash state after them (nil if unknown).
+// When it neither cut nor wrote anything the data is as durable as before
+// and it does not fsync.
 func (u *Uploads) writeChunk(ctx context.Context, s *session, off int64, hs []byte, r io.Reader) (int64, []byte, error) {
 	f, err := os.OpenFile(filepath.Join(s.dir, uploadDataFile), os.O_WRONLY, 0)
 	if err != nil {
 		return 0, nil, err
 	}
 	defer f.Close()
-	if err := f.Truncate(off); err != nil {
+	fi, err := f.Stat()
+	if err != nil {
 		return 0, nil, err
+	}
+	changed := fi.Size() != off
+	if changed {
+		if err := f.Truncate(off); err != nil {
+			return 0, nil, err
+		}
 	}
 	if _, err := f.Seek(off, io.SeekStart); err != nil {
 		return 0, nil, err
@@ -492,8 +538,8 @@ func (u *Uploads) writeChunk(ctx context.Context, s *session, off int64, hs []by
 			h, hw = rh, rh
 		}
 	}
-	n, err := copyLimited(ctx, f, hw, r, u.max-off)
-	if err == nil {
+	n, err := copyLimited(ctx, newWriteback(f), hw, r, u.max-off)
+	if err == nil && (changed || n > 0 || off == 0) {
 		err = f.Sync()
 	}
 	if err != nil {
@@ -523,6 +569,13 @@ func (s *session) acquire(ctx context.Context) error {
 }
 
 func (s *session) release() { <-s.busy }
+
+// isDurable reports whether the session's directory entry is fsynced.
+func (s *session) isDurable() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.durable
+}
 
 // snapshot returns the recorded state, and false once the session is gone.
 func (s *session) snapshot() (UploadState, []byte, bool) {
@@ -566,6 +619,37 @@ func writeUploadState(dir string, st UploadState, hs []byte) (renamed bool, err 
 	return true, syncDir(dir)
 }
 
+// createUploadState writes a new session's state.json without fsync (see
+// Create). A crash while writing leaves a file recovery cannot parse, and
+// recovery removes such a session, which no client was told about.
+func createUploadState(dir string, st UploadState, hs []byte) error {
+	b, err := json.Marshal(uploadRecord{
+		Version: uploadRecordVersion,
+		ID:      st.ID, Repo: st.Repo, Offset: st.Offset,
+		Started: st.Started, Updated: st.Updated,
+		HashOffset: st.Offset, HashState: hs,
+	})
+	if err != nil {
+		return err
+	}
+	return createFile(filepath.Join(dir, uploadStateFile), b)
+}
+
+// createFile creates p, which must not exist, holding b; it does not fsync.
+func createFile(p string, b []byte) error {
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if len(b) > 0 {
+		_, err = f.Write(b)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
 // truncateData cuts a session's data back to off after a failed operation.
 // It is best effort: the next chunk, Finish and recovery cut it again.
 func truncateData(dir string, off int64) {
@@ -577,19 +661,6 @@ func truncateData(dir string, off int64) {
 	if f.Truncate(off) == nil {
 		f.Sync()
 	}
-}
-
-// createEmpty creates an empty, durable file.
-func createEmpty(p string) error {
-	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
-	}
-	err = f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // hashFile hashes the first size bytes of p with alg.

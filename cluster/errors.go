@@ -14,8 +14,9 @@ import (
 // answers 503).
 var (
 	// ErrNotLeader: a write reached a node that is not the Raft leader.
-	// Forwarding to the leader is not implemented yet; the caller may retry
-	// on the leader. It wraps oci.ErrUnavailable.
+	// A one-node cluster is always its own leader; with several nodes the
+	// write is forwarded to the leader (the clustering work), and until it
+	// is, the caller may retry on the leader. It wraps oci.ErrUnavailable.
 	ErrNotLeader = fmt.Errorf("not the raft leader: %w", oci.ErrUnavailable)
 	// ErrClosed: the node has been closed. It wraps oci.ErrUnavailable.
 	ErrClosed = fmt.Errorf("cluster node closed: %w", oci.ErrUnavailable)

@@ -43,15 +43,18 @@ type UploadState struct {
 	Started, Updated time.Time
 }
 
-// Uploads keeps resumable upload sessions on disk, one directory each:
-// <dir>/<uuid>/data holds the bytes received, <dir>/<uuid>/state.json the
-// acknowledged offset and the sha256 state at that offset.
+// Uploads keeps resumable upload sessions on disk, as flat files in one
+// directory: <dir>/<uuid>.json holds the acknowledged offset and the sha256
+// state at that offset, <dir>/<uuid> the bytes received. The data file is
+// created by the first chunk, so a session that never gets one (a POST then
+// a PUT with the whole blob, how clients push small blobs) costs one file
+// create and one unlink, and no directory.
 //
 // Invariants:
-//   - state.json is replaced atomically (temp, fsync, rename, dir fsync) and
-//     only after the bytes it counts are fsynced in data, so the recorded
-//     offset never exceeds what is durable. Before the first chunk is
-//     acknowledged, the session's own directory entry is fsynced too.
+//   - <uuid>.json is replaced atomically (temp, fsync, rename, fsync of the
+//     uploads directory) and only after the bytes it counts are fsynced in
+//     the data file, so the recorded offset never exceeds what is durable.
+//     The directory fsync also makes the data file's own entry durable.
 //   - a new session (offset 0) is written but not fsynced: it survives a
 //     process crash (the page cache does), and a power loss can only lose a
 //     session that holds no acknowledged byte, which recovery then removes
@@ -77,19 +80,17 @@ type Uploads struct {
 // operations that touch data; mu guards the fields below it, so that Get
 // answers at once even while a long PATCH streams.
 type session struct {
-	dir  string
-	busy chan struct{}
+	data  string // <uploads>/<uuid>; absent until the first chunk
+	state string // <uploads>/<uuid>.json
+	busy  chan struct{}
 
 	mu        sync.Mutex
 	st        UploadState
 	hashState []byte // sha256 state after exactly st.Offset bytes; nil when unknown
 	gone      bool
-	// durable: the session's directory entry in Uploads.dir is fsynced.
-	// Create leaves it false; the first acknowledged chunk makes it true.
-	durable bool
 }
 
-// uploadRecord is the on-disk form of a session (state.json).
+// uploadRecord is the on-disk form of a session (<uuid>.json).
 type uploadRecord struct {
 	Version    int       `json:"version"`
 	ID         string    `json:"id"`
@@ -103,11 +104,15 @@ type uploadRecord struct {
 
 const (
 	uploadRecordVersion = 1
-	uploadDataFile      = "data"
-	uploadStateFile     = "state.json"
+	uploadStateSuffix   = ".json"
 )
 
-// OpenUploads opens (creating if needed) the session directory dir, whose
+func newSession(dir, id string) *session {
+	p := filepath.Join(dir, id)
+	return &session{data: p, state: p + uploadStateSuffix, busy: make(chan struct{}, 1)}
+}
+
+// OpenUploads opens (creating if needed) the uploads directory dir, whose
 // finished uploads go into blobs, and recovers the sessions a previous run
 // left: each is truncated back to its recorded offset; sessions without a
 // readable state or with less data than recorded are removed, as is anything
@@ -128,24 +133,34 @@ func OpenUploads(dir string, blobs *BlobStore, maxBlobSize int64) (*Uploads, err
 	if err != nil {
 		return nil, fmt.Errorf("open uploads: %w", err)
 	}
-	removed := false
+	// First the state files: they decide which sessions exist.
 	for _, e := range entries {
-		p := filepath.Join(dir, e.Name())
-		var s *session
-		if e.IsDir() && validUploadID(e.Name()) {
-			s, err = recoverSession(p, e.Name())
-			if err != nil {
-				return nil, fmt.Errorf("open uploads: recover session %s: %w", e.Name(), err)
-			}
-		}
-		if s == nil {
-			if err := os.RemoveAll(p); err != nil {
-				return nil, fmt.Errorf("open uploads: %w", err)
-			}
-			removed = true
+		id, ok := strings.CutSuffix(e.Name(), uploadStateSuffix)
+		if !ok || !e.Type().IsRegular() || !validUploadID(id) {
 			continue
 		}
-		u.sessions[s.st.ID] = s
+		s, err := recoverSession(dir, id)
+		if err != nil {
+			return nil, fmt.Errorf("open uploads: recover session %s: %w", id, err)
+		}
+		if s != nil {
+			u.sessions[id] = s
+		}
+	}
+	// Then everything else that no live session owns: data without a state
+	// (Create crashed, or the state was untrusted), temp files of an
+	// interrupted state write, the directories of the old layout, strays.
+	removed := false
+	for _, e := range entries {
+		n := e.Name()
+		id := strings.TrimSuffix(n, uploadStateSuffix)
+		if s := u.sessions[id]; s != nil && e.Type().IsRegular() {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(dir, n)); err != nil {
+			return nil, fmt.Errorf("open uploads: %w", err)
+		}
+		removed = true
 	}
 	// Sessions that Create wrote without fsync and a crash left behind are
 	// made durable once here, so their first chunk need not.
@@ -157,50 +172,34 @@ func OpenUploads(dir string, blobs *BlobStore, maxBlobSize int64) (*Uploads, err
 	return u, nil
 }
 
-// recoverSession loads the session in dir, truncating its data to the
-// recorded offset. It returns nil, nil when the session cannot be trusted
-// and should be removed (it was never acknowledged, or its data is short).
+// recoverSession loads session id of the uploads directory dir, truncating
+// its data to the recorded offset. It returns nil, nil when the session
+// cannot be trusted and should be removed (its state does not parse, or its
+// data is short); OpenUploads then removes its files.
 func recoverSession(dir, id string) (*session, error) {
-	b, err := os.ReadFile(filepath.Join(dir, uploadStateFile))
+	s := newSession(dir, id)
+	b, err := os.ReadFile(s.state)
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, nil // Create crashed before acknowledging it
-		}
 		return nil, err
 	}
 	var rec uploadRecord
 	if err := json.Unmarshal(b, &rec); err != nil || rec.ID != id || rec.Offset < 0 {
 		return nil, nil
 	}
-	// Leftover temp files of an interrupted state write.
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, err
-	}
-	for _, e := range entries {
-		if n := e.Name(); n != uploadStateFile && n != uploadDataFile {
-			if err := os.RemoveAll(filepath.Join(dir, n)); err != nil {
-				return nil, err
-			}
-		}
-	}
-	s := &session{
-		dir:     dir,
-		busy:    make(chan struct{}, 1),
-		durable: true, // OpenUploads fsyncs the directory
-		st: UploadState{
-			ID: rec.ID, Repo: rec.Repo, Offset: rec.Offset,
-			Started: rec.Started, Updated: rec.Updated,
-		},
+	s.st = UploadState{
+		ID: rec.ID, Repo: rec.Repo, Offset: rec.Offset,
+		Started: rec.Started, Updated: rec.Updated,
 	}
 	if rec.HashOffset == rec.Offset && validSHA256State(rec.HashState) {
 		s.hashState = rec.HashState
 	}
-	data := filepath.Join(dir, uploadDataFile)
-	f, err := os.OpenFile(data, os.O_WRONLY, 0)
+	f, err := os.OpenFile(s.data, os.O_WRONLY, 0)
 	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) && rec.Offset == 0 {
+			return s, nil // no chunk yet: the data file comes with the first
+		}
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, nil
+			return nil, nil // acknowledged bytes are missing: unusable
 		}
 		return nil, err
 	}
@@ -225,32 +224,26 @@ func recoverSession(dir, id string) (*session, error) {
 	return s, nil
 }
 
-// Create opens a new session for repo. It writes the session's directory,
-// its empty data file and state.json but fsyncs none of them: a new session
+// Create opens a new session for repo. It writes the session's state file
+// only (the data file comes with the first chunk) and does not fsync it: a new session
 // holds no acknowledged byte, so it must survive a process crash (the page
 // cache does) but not a power loss (the client starts again). The first
 // chunk makes it durable.
 func (u *Uploads) Create(repo string, now time.Time) (UploadState, error) {
 	id := uuid.NewString()
-	dir := filepath.Join(u.dir, id)
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		return UploadState{}, fmt.Errorf("create upload: %w", err)
-	}
+	s := newSession(u.dir, id)
 	st := UploadState{ID: id, Repo: repo, Started: now, Updated: now}
 	h := sha256.New()
 	hs, err := h.(encoding.BinaryMarshaler).MarshalBinary()
 	if err == nil {
-		err = createFile(filepath.Join(dir, uploadDataFile), nil)
-	}
-	if err == nil {
-		err = createUploadState(dir, st, hs)
+		err = createUploadState(s.state, st, hs)
 	}
 	if err != nil {
-		os.RemoveAll(dir)
 		return UploadState{}, fmt.Errorf("create upload: %w", err)
 	}
+	s.st, s.hashState = st, hs
 	u.mu.Lock()
-	u.sessions[id] = &session{dir: dir, busy: make(chan struct{}, 1), st: st, hashState: hs}
+	u.sessions[id] = s
 	u.mu.Unlock()
 	return st, nil
 }
@@ -299,21 +292,12 @@ func (u *Uploads) Append(ctx context.Context, repo, id string, r io.Reader, star
 	next := st
 	next.Offset += n
 	next.Updated = now
-	renamed, err := writeUploadState(s.dir, next, nextHS)
+	renamed, err := writeUploadState(u.dir, s.state, next, nextHS)
 	if err != nil && !renamed {
-		truncateData(s.dir, st.Offset)
+		truncateData(s.data, st.Offset)
 		return st, fmt.Errorf("append to upload %s: %w", id, err)
 	}
-	if err == nil && !s.isDurable() {
-		// The first acknowledged chunk: the session's own entry in the
-		// uploads directory must survive a power loss too.
-		if err = syncDir(u.dir); err == nil {
-			s.mu.Lock()
-			s.durable = true
-			s.mu.Unlock()
-		}
-	}
-	// Once state.json is replaced the new offset is what a restart sees, so
+	// Once the state file is replaced the new offset is what a restart sees, so
 	// memory follows even if the directory fsync failed.
 	s.mu.Lock()
 	s.st, s.hashState = next, nextHS
@@ -378,20 +362,20 @@ func (u *Uploads) Finish(ctx context.Context, repo, id string, d oci.Digest, fin
 		return 0, fmt.Errorf("finish upload %s: %w", id, err)
 	}
 	size = st.Offset + n
-	data := filepath.Join(s.dir, uploadDataFile)
+	data := s.data
 
 	var got oci.Digest
 	if d.Algorithm() == "sha256" && finalHS != nil {
 		h, err := restoreSHA256(finalHS)
 		if err != nil {
-			truncateData(s.dir, st.Offset)
+			truncateData(s.data, st.Offset)
 			return 0, fmt.Errorf("finish upload %s: %w", id, err)
 		}
 		got = oci.DigestFromHash("sha256", h)
 	} else {
 		got, err = hashFile(ctx, data, d.Algorithm(), size)
 		if err != nil {
-			truncateData(s.dir, st.Offset)
+			truncateData(s.data, st.Offset)
 			return 0, fmt.Errorf("finish upload %s: %w", id, err)
 		}
 	}
@@ -401,7 +385,7 @@ func (u *Uploads) Finish(ctx context.Context, repo, id string, d oci.Digest, fin
 	}
 	if err := u.blobs.Ingest(data, d); err != nil {
 		if _, serr := os.Stat(data); serr == nil {
-			truncateData(s.dir, st.Offset) // still ours: roll back the final chunk
+			truncateData(s.data, st.Offset) // still ours: roll back the final chunk
 		} else {
 			u.remove(s)
 		}
@@ -491,7 +475,7 @@ func (u *Uploads) lookup(repo, id string) (*session, error) {
 	return s, nil
 }
 
-// remove forgets session s and deletes its directory; the caller holds
+// remove forgets session s and deletes its files; the caller holds
 // s.busy. The removal is not fsynced: a session that a power loss brings
 // back is either incomplete (recovery removes it) or an idle session that
 // Purge removes; neither is ever reported as a blob.
@@ -503,7 +487,11 @@ func (u *Uploads) remove(s *session) error {
 	u.mu.Lock()
 	delete(u.sessions, id)
 	u.mu.Unlock()
-	return os.RemoveAll(s.dir)
+	err := os.Remove(s.state)
+	if derr := os.Remove(s.data); derr != nil && !errors.Is(derr, fs.ErrNotExist) && err == nil {
+		err = derr
+	}
+	return err
 }
 
 // writeChunk writes r to the session's data at off, hashing it on from hs
@@ -513,7 +501,7 @@ func (u *Uploads) remove(s *session) error {
 // When it neither cut nor wrote anything the data is as durable as before
 // and it does not fsync.
 func (u *Uploads) writeChunk(ctx context.Context, s *session, off int64, hs []byte, r io.Reader) (int64, []byte, error) {
-	f, err := os.OpenFile(filepath.Join(s.dir, uploadDataFile), os.O_WRONLY, 0)
+	f, err := os.OpenFile(s.data, os.O_WRONLY|os.O_CREATE, 0o600)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -570,13 +558,6 @@ func (s *session) acquire(ctx context.Context) error {
 
 func (s *session) release() { <-s.busy }
 
-// isDurable reports whether the session's directory entry is fsynced.
-func (s *session) isDurable() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.durable
-}
-
 // snapshot returns the recorded state, and false once the session is gone.
 func (s *session) snapshot() (UploadState, []byte, bool) {
 	s.mu.Lock()
@@ -584,10 +565,10 @@ func (s *session) snapshot() (UploadState, []byte, bool) {
 	return s.st, s.hashState, !s.gone
 }
 
-// writeUploadState replaces dir/state.json atomically. renamed reports
-// whether the new state replaced the old one (an error after that is the
-// directory fsync).
-func writeUploadState(dir string, st UploadState, hs []byte) (renamed bool, err error) {
+// writeUploadState replaces the state file p in the uploads directory dir
+// atomically. renamed reports whether the new state replaced the old one
+// (an error after that is the directory fsync).
+func writeUploadState(dir, p string, st UploadState, hs []byte) (renamed bool, err error) {
 	b, err := json.Marshal(uploadRecord{
 		Version: uploadRecordVersion,
 		ID:      st.ID, Repo: st.Repo, Offset: st.Offset,
@@ -597,7 +578,7 @@ func writeUploadState(dir string, st UploadState, hs []byte) (renamed bool, err 
 	if err != nil {
 		return false, err
 	}
-	f, err := os.CreateTemp(dir, "state-*.tmp")
+	f, err := os.CreateTemp(dir, st.ID+"-*.tmp")
 	if err != nil {
 		return false, err
 	}
@@ -610,7 +591,7 @@ func writeUploadState(dir string, st UploadState, hs []byte) (renamed bool, err 
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(tmp, filepath.Join(dir, uploadStateFile))
+		err = os.Rename(tmp, p)
 	}
 	if err != nil {
 		os.Remove(tmp)
@@ -619,10 +600,10 @@ func writeUploadState(dir string, st UploadState, hs []byte) (renamed bool, err 
 	return true, syncDir(dir)
 }
 
-// createUploadState writes a new session's state.json without fsync (see
+// createUploadState writes a new session's state file p without fsync (see
 // Create). A crash while writing leaves a file recovery cannot parse, and
 // recovery removes such a session, which no client was told about.
-func createUploadState(dir string, st UploadState, hs []byte) error {
+func createUploadState(p string, st UploadState, hs []byte) error {
 	b, err := json.Marshal(uploadRecord{
 		Version: uploadRecordVersion,
 		ID:      st.ID, Repo: st.Repo, Offset: st.Offset,
@@ -632,7 +613,7 @@ func createUploadState(dir string, st UploadState, hs []byte) error {
 	if err != nil {
 		return err
 	}
-	return createFile(filepath.Join(dir, uploadStateFile), b)
+	return createFile(p, b)
 }
 
 // createFile creates p, which must not exist, holding b; it does not fsync.
@@ -652,8 +633,8 @@ func createFile(p string, b []byte) error {
 
 // truncateData cuts a session's data back to off after a failed operation.
 // It is best effort: the next chunk, Finish and recovery cut it again.
-func truncateData(dir string, off int64) {
-	f, err := os.OpenFile(filepath.Join(dir, uploadDataFile), os.O_WRONLY, 0)
+func truncateData(p string, off int64) {
+	f, err := os.OpenFile(p, os.O_WRONLY, 0)
 	if err != nil {
 		return
 	}

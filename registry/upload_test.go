@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -85,8 +86,10 @@ func assertUploadGone(t *testing.T, f uploadsFixture, repo, id string) {
 	if _, err := f.u.Get(repo, id); !errors.Is(err, ErrUploadUnknown) {
 		t.Fatalf("Get after close: %v, want ErrUploadUnknown", err)
 	}
-	if _, err := os.Stat(filepath.Join(f.dir, id)); !os.IsNotExist(err) {
-		t.Fatalf("session directory still there: %v", err)
+	for _, n := range []string{id, id + ".json"} {
+		if _, err := os.Stat(filepath.Join(f.dir, n)); !os.IsNotExist(err) {
+			t.Fatalf("session file %s still there: %v", n, err)
+		}
 	}
 }
 
@@ -312,7 +315,7 @@ func TestUploadSessionFailedChunkLeavesSessionIntact(t *testing.T) {
 	if !errors.Is(err, cut) || got.Offset != 5 {
 		t.Fatalf("Append of a cut body = %+v, %v", got, err)
 	}
-	if fi, err := os.Stat(filepath.Join(f.dir, st.ID, "data")); err != nil || fi.Size() != 5 {
+	if fi, err := os.Stat(filepath.Join(f.dir, st.ID)); err != nil || fi.Size() != 5 {
 		t.Fatalf("data after a failed chunk: %v, %v; want 5 bytes", fi, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -345,21 +348,23 @@ func TestUploadSessionResumeAfterCrash(t *testing.T) {
 
 			// The crash: a chunk reached the data file but its offset was
 			// never recorded, and a state write was interrupted.
-			sdir := filepath.Join(f.dir, st.ID)
-			data, err := os.OpenFile(filepath.Join(sdir, "data"), os.O_WRONLY|os.O_APPEND, 0)
+			dataPath := filepath.Join(f.dir, st.ID)
+			statePath := dataPath + ".json"
+			tmpPath := dataPath + "-123.tmp"
+			data, err := os.OpenFile(dataPath, os.O_WRONLY|os.O_APPEND, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
 			data.WriteString("GARBAGE NEVER ACKNOWLEDGED")
 			data.Close()
-			os.WriteFile(filepath.Join(sdir, "state-123.tmp"), []byte("{half"), 0o600)
+			os.WriteFile(tmpPath, []byte("{half"), 0o600)
 			if tc.loseHash {
 				var rec map[string]any
-				b, _ := os.ReadFile(filepath.Join(sdir, "state.json"))
+				b, _ := os.ReadFile(statePath)
 				json.Unmarshal(b, &rec)
 				delete(rec, "sha256_state")
 				b, _ = json.Marshal(rec)
-				os.WriteFile(filepath.Join(sdir, "state.json"), b, 0o600)
+				os.WriteFile(statePath, b, 0o600)
 			}
 
 			f.reopen(t)
@@ -367,10 +372,10 @@ func TestUploadSessionResumeAfterCrash(t *testing.T) {
 			if err != nil || got.Offset != 6 || got.Repo != "r" || !got.Started.Equal(storeEpoch) {
 				t.Fatalf("Get after restart = %+v, %v; want the recorded offset 6", got, err)
 			}
-			if fi, _ := os.Stat(filepath.Join(sdir, "data")); fi.Size() != 6 {
+			if fi, _ := os.Stat(dataPath); fi.Size() != 6 {
 				t.Fatalf("data is %d bytes after recovery, want 6", fi.Size())
 			}
-			if _, err := os.Stat(filepath.Join(sdir, "state-123.tmp")); !os.IsNotExist(err) {
+			if _, err := os.Stat(tmpPath); !os.IsNotExist(err) {
 				t.Fatalf("stale state temp file kept: %v", err)
 			}
 			mustAppend(t, f.u, "r", st.ID, "world", 6)
@@ -392,38 +397,51 @@ func TestUploadSessionRecoveryDropsUntrustedSessions(t *testing.T) {
 	good := mustCreate(t, f.u, "r")
 	mustAppend(t, f.u, "r", good.ID, "kept", 0)
 
+	// A session without a chunk has no data file yet, and is kept.
+	fresh := mustCreate(t, f.u, "r")
+
 	short := mustCreate(t, f.u, "r")
 	mustAppend(t, f.u, "r", short.ID, "acknowledged", 0)
-	os.Truncate(filepath.Join(f.dir, short.ID, "data"), 3) // acknowledged bytes lost
+	os.Truncate(filepath.Join(f.dir, short.ID), 3) // acknowledged bytes lost
 
 	noData := mustCreate(t, f.u, "r")
-	os.Remove(filepath.Join(f.dir, noData.ID, "data"))
+	mustAppend(t, f.u, "r", noData.ID, "acknowledged", 0)
+	os.Remove(filepath.Join(f.dir, noData.ID)) // acknowledged bytes lost
 
 	noState := "11111111-2222-3333-4444-555555555555"
-	os.Mkdir(filepath.Join(f.dir, noState), 0o700) // Create crashed before state.json
-	os.WriteFile(filepath.Join(f.dir, noState, "data"), nil, 0o600)
+	os.WriteFile(filepath.Join(f.dir, noState), nil, 0o600) // data without a state
 
 	corrupt := "66666666-7777-8888-9999-aaaaaaaaaaaa"
-	os.Mkdir(filepath.Join(f.dir, corrupt), 0o700)
-	os.WriteFile(filepath.Join(f.dir, corrupt, "state.json"), []byte("not json"), 0o600)
+	os.WriteFile(filepath.Join(f.dir, corrupt), []byte("x"), 0o600)
+	os.WriteFile(filepath.Join(f.dir, corrupt+".json"), []byte("not json"), 0o600)
+
+	oldLayout := "bbbbbbbb-cccc-dddd-eeee-ffffffffffff"
+	os.Mkdir(filepath.Join(f.dir, oldLayout), 0o700) // a directory: not a session
+	os.WriteFile(filepath.Join(f.dir, oldLayout, "state.json"), []byte("{}"), 0o600)
 
 	os.WriteFile(filepath.Join(f.dir, "stray-file"), []byte("x"), 0o600)
 
 	f.reopen(t)
-	if f.u.Open() != 1 {
-		t.Fatalf("Open() = %d after recovery, want 1", f.u.Open())
+	if f.u.Open() != 2 {
+		t.Fatalf("Open() = %d after recovery, want 2", f.u.Open())
 	}
 	if st, err := f.u.Get("r", good.ID); err != nil || st.Offset != 4 {
 		t.Fatalf("good session = %+v, %v", st, err)
 	}
-	entries, _ := os.ReadDir(f.dir)
-	if len(entries) != 1 || entries[0].Name() != good.ID {
-		names := []string{}
-		for _, e := range entries {
-			names = append(names, e.Name())
-		}
-		t.Fatalf("uploads directory holds %v, want only %s", names, good.ID)
+	if st, err := f.u.Get("r", fresh.ID); err != nil || st.Offset != 0 {
+		t.Fatalf("fresh session = %+v, %v", st, err)
 	}
+	entries, _ := os.ReadDir(f.dir)
+	names := []string{}
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	want := []string{good.ID, good.ID + ".json", fresh.ID + ".json"}
+	slices.Sort(want)
+	if !slices.Equal(names, want) {
+		t.Fatalf("uploads directory holds %v, want %v", names, want)
+	}
+	mustAppend(t, f.u, "r", fresh.ID, "after restart", 0)
 }
 
 func TestUploadSessionPurge(t *testing.T) {

@@ -35,18 +35,27 @@ func notFoundAs(err error, as *apiError) error {
 	return err
 }
 
+// linkedBlob parses the route's digest and checks that the blob belongs to
+// the route's repository; otherwise it writes the error and returns false.
+func (reg *Registry) linkedBlob(w http.ResponseWriter, r *http.Request, rt route) (oci.Digest, bool) {
+	d, err := parseDigest(rt.arg)
+	if err == nil {
+		err = reg.blobLinked(r.Context(), rt.name, d)
+	}
+	if err != nil {
+		reg.writeError(w, r, err)
+		return "", false
+	}
+	return d, true
+}
+
 // getBlob answers GET and HEAD of a blob. A blob is visible in a repository
 // only when the state links it there and the file exists. Reading a blob
 // refreshes its mtime, so that GC's grace period protects a blob that a
 // client just checked before pushing the manifest that references it.
 func (reg *Registry) getBlob(w http.ResponseWriter, r *http.Request, rt route) {
-	d, err := parseDigest(rt.arg)
-	if err != nil {
-		reg.writeError(w, r, err)
-		return
-	}
-	if err := reg.blobLinked(r.Context(), rt.name, d); err != nil {
-		reg.writeError(w, r, err)
+	d, ok := reg.linkedBlob(w, r, rt)
+	if !ok {
 		return
 	}
 	h := w.Header()
@@ -56,12 +65,12 @@ func (reg *Registry) getBlob(w http.ResponseWriter, r *http.Request, rt route) {
 	h.Set("Etag", `"`+d.String()+`"`)
 	h.Set("Cache-Control", "max-age=31536000")
 	if r.Method == http.MethodHead {
-		size, _, err := reg.blobs.Stat(d)
+		size, mod, err := reg.blobs.Stat(d)
 		if err != nil {
 			reg.writeError(w, r, notFoundAs(err, errBlobUnknown))
 			return
 		}
-		reg.touch(r, d)
+		reg.touch(r, d, mod)
 		h.Set("Content-Length", strconv.FormatInt(size, 10))
 		w.WriteHeader(http.StatusOK)
 		return
@@ -72,13 +81,23 @@ func (reg *Registry) getBlob(w http.ResponseWriter, r *http.Request, rt route) {
 		return
 	}
 	defer f.Close()
-	reg.touch(r, d)
+	if fi, err := f.Stat(); err == nil {
+		reg.touch(r, d, fi.ModTime())
+	}
 	// ServeContent answers Range with 206, sets Content-Length, and hands
 	// the *os.File to sendfile.
 	http.ServeContent(w, r, "", time.Time{}, f)
 }
 
-func (reg *Registry) touch(r *http.Request, d oci.Digest) {
+// touch refreshes a blob's mtime unless mod, its current one, is recent.
+// The mtime only has to stay well within GC's grace period, so it is
+// refreshed at most every min(1 minute, grace/4): a popular layer pulled a
+// thousand times a second costs one inode write a minute instead of one per
+// pull, and pulls do not queue on its lock.
+func (reg *Registry) touch(r *http.Request, d oci.Digest, mod time.Time) {
+	if time.Since(mod) < min(time.Minute, reg.cfg.GCGrace/4) {
+		return
+	}
 	if err := reg.blobs.Touch(d); err != nil {
 		reg.logFor(r).Debug("touch blob", keyDigest, d, keyError, err)
 	}
@@ -89,13 +108,8 @@ func (reg *Registry) touch(r *http.Request, d oci.Digest) {
 // still references it). The file is shared by all repositories and stays;
 // garbage collection reclaims it once nothing references it.
 func (reg *Registry) deleteBlob(w http.ResponseWriter, r *http.Request, rt route) {
-	d, err := parseDigest(rt.arg)
-	if err != nil {
-		reg.writeError(w, r, err)
-		return
-	}
-	if err := reg.blobLinked(r.Context(), rt.name, d); err != nil {
-		reg.writeError(w, r, err)
+	d, ok := reg.linkedBlob(w, r, rt)
+	if !ok {
 		return
 	}
 	if err := reg.state.UnlinkBlob(r.Context(), rt.name, d); err != nil {

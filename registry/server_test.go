@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -331,5 +332,41 @@ func TestRunStops(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Run did not return after its context ended")
+	}
+}
+
+// TestReadKeepsBlobYoungForGC: a client that HEADs or GETs a blob before
+// pushing the manifest that references it relies on GC's grace period
+// counting from that read, not from the blob's upload.
+func TestReadKeepsBlobYoungForGC(t *testing.T) {
+	tr := newTestRegistry(t, testOpts{})
+	headed := tr.pushBlob(t, "app", []byte("headed"))
+	fetched := tr.pushBlob(t, "app", []byte("fetched"))
+	untouched := tr.pushBlob(t, "app", []byte("untouched"))
+	old := time.Now().Add(-2 * tr.reg.cfg.GCGrace)
+	for _, d := range []oci.Digest{headed, fetched, untouched} {
+		p, err := tr.reg.blobs.path(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(p, old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wantStatus(t, tr.do(t, http.MethodHead, "/v2/app/blobs/"+headed.String(), nil), http.StatusOK)
+	wantStatus(t, tr.do(t, http.MethodGet, "/v2/app/blobs/"+fetched.String(), nil), http.StatusOK)
+
+	res, err := tr.reg.GC(t.Context(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Deleted != 1 {
+		t.Fatalf("GC deleted %d blobs, want only the untouched one", res.Deleted)
+	}
+	for d, want := range map[oci.Digest]bool{headed: true, fetched: true, untouched: false} {
+		_, _, err := tr.reg.blobs.Stat(d)
+		if got := err == nil; got != want {
+			t.Errorf("blob %s present = %v, want %v", d, got, want)
+		}
 	}
 }

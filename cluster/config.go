@@ -49,6 +49,10 @@ type Config struct {
 	// Bootstrap makes a node without existing Raft state bootstrap a
 	// one-node cluster of itself. A node that joins others must not.
 	Bootstrap bool
+	// InitialServers, with Bootstrap, bootstraps a cluster of exactly these
+	// voters instead (every one of them must be given the same list). For
+	// clusters wired by hand, without gossip (cluster/clustertest).
+	InitialServers []Server
 	// MaxVoters bounds the Raft voters; further members join as non-voters
 	// and are promoted when a voter goes.
 	MaxVoters int
@@ -94,6 +98,12 @@ type Config struct {
 	// requests to the leader (cluster/clustertest calls the leader's
 	// methods in process).
 	Peers PeerClient
+}
+
+// Server is a Raft voter of an initial configuration.
+type Server struct {
+	ID       string
+	RaftAddr string
 }
 
 // MinSecretLen is the shortest cluster secret accepted.

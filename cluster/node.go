@@ -182,10 +182,16 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Node, err
 			ID:       raft.ServerID(cfg.NodeID),
 			Address:  n.transport.LocalAddr(),
 		}}}
+		if len(cfg.InitialServers) > 0 {
+			boot.Servers = nil
+			for _, s := range cfg.InitialServers {
+				boot.Servers = append(boot.Servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(s.ID), Address: raft.ServerAddress(s.RaftAddr)})
+			}
+		}
 		if err := n.raft.BootstrapCluster(boot).Error(); err != nil {
 			return nil, fmt.Errorf("bootstrap cluster: %w", err)
 		}
-		n.logger.Info("bootstrapped a one-node cluster", "raft_addr", n.transport.LocalAddr())
+		n.logger.Info("bootstrapped the cluster", "voters", len(boot.Servers), "raft_addr", n.transport.LocalAddr())
 	}
 
 	n.metrics, err = newMetrics(reg, n)

@@ -58,17 +58,19 @@ type httpPeers struct {
 	client *http.Client
 }
 
-// newPeerHTTPClient returns the HTTP client of requests to peers. It has no
-// overall timeout (a blob may take long); dialing and the response header
-// are bounded.
-func newPeerHTTPClient() *http.Client {
+// newPeerHTTPClient returns an HTTP client of requests to peers. It has no
+// overall timeout (a blob may take long); dialing and the wait for the
+// response header are bounded: by headerTimeout, which must cover what the
+// peer does before it answers (storing a pushed blob; only opening one that
+// is fetched).
+func newPeerHTTPClient(headerTimeout time.Duration) *http.Client {
 	return &http.Client{Transport: &http.Transport{
 		DialContext:           (&net.Dialer{Timeout: peerDialTimeout, KeepAlive: 15 * time.Second}).DialContext,
 		MaxIdleConns:          64,
 		MaxIdleConnsPerHost:   32,
 		IdleConnTimeout:       90 * time.Second,
 		ExpectContinueTimeout: time.Second,
-		ResponseHeaderTimeout: 30 * time.Second,
+		ResponseHeaderTimeout: headerTimeout,
 	}}
 }
 

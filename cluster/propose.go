@@ -125,11 +125,15 @@ func (n *Node) proposeOnce(ctx context.Context, b []byte) (Applied, error) {
 	if err != nil {
 		return Applied{}, err
 	}
-	// The write is committed; wait until it is visible here too. If this
-	// node lags too far to see it in time, the write still happened: a
-	// read that would miss it catches up with the leader first.
+	// The write is committed; it is acknowledged once it is visible here
+	// too. A node that lags too far to apply it in time (Raft backs off,
+	// for seconds, its retries to a follower it could not reach) must not
+	// acknowledge it: a read here would still find the value it replaced,
+	// and only a read that finds nothing catches up. The write happened;
+	// the error says so and, like every unknown outcome, wraps
+	// oci.ErrUnavailable (it is not retried here).
 	if err := n.waitApplied(ctx, res.Index); err != nil {
-		n.logger.Warn("forwarded write committed, but not yet applied here", "index", res.Index, "error", err)
+		return Applied{}, fmt.Errorf("committed at index %d but not yet applied here: %w", res.Index, err)
 	}
 	return res, nil
 }

@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"net/url"
 	"time"
+
+	"github.com/berth-registry/berth/oci"
 )
 
 // PeerClient carries this node's requests to another node's internal API:
@@ -44,7 +46,11 @@ type Applied struct {
 
 // Bounds of internal API requests.
 const (
-	maxCommandSize   = 8 << 20 // a 4 MiB manifest JSON-encoded, with room
+	// maxCommandSize holds the put_manifest command of any manifest the
+	// registry accepts: the payload base64-encoded (4/3 of its size) and
+	// its annotations again in the record, where JSON may escape a byte
+	// as six ("<" is \u003c), so at most 7.4 times the manifest.
+	maxCommandSize   = 8 * oci.MaxManifestSize
 	peerDialTimeout  = time.Second
 	peerStatusWait   = 2 * time.Second
 	maxInternalReply = 1 << 20

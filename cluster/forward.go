@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"net/url"
 	"time"
+
+	"github.com/berth-registry/berth/oci"
 )
 
 // PeerClient carries this node's requests to another node's internal API:
@@ -44,7 +46,11 @@ type Applied struct {
 
 // Bounds of internal API requests.
 const (
-	maxCommandSize   = 8 << 20 // a 4 MiB manifest JSON-encoded, with room
+	// maxCommandSize holds the put_manifest command of any manifest the
+	// registry accepts: the payload base64-encoded (4/3 of its size) and
+	// its annotations again in the record, where JSON may escape a byte
+	// as six ("<" is \u003c), so at most 7.4 times the manifest.
+	maxCommandSize   = 8 * oci.MaxManifestSize
 	peerDialTimeout  = time.Second
 	peerStatusWait   = 2 * time.Second
 	maxInternalReply = 1 << 20
@@ -118,7 +124,10 @@ func (p *httpPeers) url(id, path string, q url.Values) (string, error) {
 }
 
 // do sends a signed request and decodes the wireReply. A request that never
-// reached the peer (it could not be dialed) wraps errNotSent.
+// reached the peer (it could not be dialed) wraps errNotSent; one that was
+// sent and got no answer (the peer died, the connection broke) has an
+// unknown outcome and wraps oci.ErrUnavailable, so that the client is told
+// to retry (503), not that the registry failed (500).
 func (p *httpPeers) do(ctx context.Context, method, id, path string, q url.Values, body []byte) (wireReply, error) {
 	u, err := p.url(id, path, q)
 	if err != nil {
@@ -139,12 +148,12 @@ func (p *httpPeers) do(ctx context.Context, method, id, path string, q url.Value
 		if errors.As(err, &op) && op.Op == "dial" {
 			return wireReply{}, fmt.Errorf("node %s: %w: %w", id, errNotSent, err)
 		}
-		return wireReply{}, fmt.Errorf("node %s: %w", id, err)
+		return wireReply{}, fmt.Errorf("node %s: %w: %w", id, oci.ErrUnavailable, err)
 	}
 	defer resp.Body.Close()
 	var rep wireReply
 	if err := json.NewDecoder(io.LimitReader(resp.Body, maxInternalReply)).Decode(&rep); err != nil {
-		return wireReply{}, fmt.Errorf("node %s: %s %s: status %s: %w", id, method, path, resp.Status, err)
+		return wireReply{}, fmt.Errorf("node %s: %s %s: status %s: %w: %w", id, method, path, resp.Status, oci.ErrUnavailable, err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		if rep.Error == nil {

@@ -1,6 +1,7 @@
 package clustertest_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -279,4 +280,41 @@ func TestHealedFollowerReadsItsWrites(t *testing.T) {
 		t.Fatalf("%s acknowledged moving lib/app:v1 to %s, and reads %s (%v) (the old digest is %s)", n.ID(), rec.Digest, d, err, old.Digest)
 	}
 	c.WaitConverged(t, convergeWithin)
+}
+
+// TestRestartedOldLeaderReady restarts a leader that appended a write it
+// could not commit (it was cut off with no follower); meanwhile the others
+// elected a new leader, whose log replaces that tail. Once it can reach
+// them, the old leader must become ready (WaitReady returns, Ready is
+// true), although no command ever takes the index its log ended at.
+func TestRestartedOldLeaderReady(t *testing.T) {
+	c := clustertest.New(t, 3, clustertest.WithConfig(func(_ int, cfg *cluster.Config) {
+		cfg.ApplyTimeout = 300 * time.Millisecond
+	}))
+	ctx := t.Context()
+	old := c.Leader(t)
+	push(t, c, old, "lib/app", "v1")
+	c.WaitConverged(t, convergeWithin)
+	c.Isolate(old)
+	// Appended to the old leader's log before it notices it is alone.
+	if err := c.Node(old).LinkBlob(ctx, "lib/app", blob("uncommitted"), 1); !errors.Is(err, oci.ErrUnavailable) {
+		t.Fatalf("write through the cut-off leader: %v, want unavailable", err)
+	}
+	c.Leader(t, c.Others(old)...)
+	c.Restart(old) // still cut off
+	// As berth serve does: wait for ready right after the start.
+	ready := make(chan error, 1)
+	go func() {
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		ready <- c.Node(old).WaitReady(rctx)
+	}()
+	c.Heal()
+	st := c.WaitConverged(t, convergeWithin)
+	if err := <-ready; err != nil {
+		t.Fatalf("%s: WaitReady after the heal: %v (the cluster converged at applied index %d)", c.ID(old), err, st.AppliedIndex)
+	}
+	if !c.Node(old).Ready() {
+		t.Fatalf("%s is not ready (the cluster converged at applied index %d)", c.ID(old), st.AppliedIndex)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -317,4 +318,59 @@ func TestRestartedOldLeaderReady(t *testing.T) {
 	if !c.Node(old).Ready() {
 		t.Fatalf("%s is not ready (the cluster converged at applied index %d)", c.ID(old), st.AppliedIndex)
 	}
+}
+
+// TestLeave takes a follower, and then the leader, out of a cluster wired
+// by hand (no gossip): each leaves the Raft configuration, and the voters
+// left go on taking writes.
+func TestLeave(t *testing.T) {
+	c := clustertest.New(t, 4)
+	ctx := t.Context()
+	for _, who := range []string{"a follower", "the leader"} {
+		leader := c.Leader(t)
+		i := leader
+		if who == "a follower" {
+			i = c.Others(leader)[0]
+		}
+		if err := c.Node(i).Leave(ctx); err != nil {
+			t.Fatalf("%s (%s) leaves: %v", who, c.ID(i), err)
+		}
+		c.Kill(i)
+		rest := liveNodes(c)
+		rec := push(t, c, rest[0], "lib/app", "after-"+c.ID(i))
+		st := c.WaitConverged(t, convergeWithin)
+		for _, j := range rest {
+			checkPushed(t, c, j, rec, "after-"+c.ID(i))
+		}
+		if got := voters(t, c.Node(rest[0])); len(got) != len(rest) || slices.Contains(got, c.ID(i)) {
+			t.Fatalf("after %s left: voters %v, want the %d live nodes (applied index %d)", c.ID(i), got, len(rest), st.AppliedIndex)
+		}
+	}
+}
+
+// liveNodes returns the nodes that are not killed.
+func liveNodes(c *clustertest.Cluster) []int {
+	var out []int
+	for i := range c.N() {
+		if c.Node(i) != nil {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// voters returns the ids of the voters in n's Raft configuration.
+func voters(t *testing.T, n *cluster.Node) []string {
+	t.Helper()
+	st, err := n.Status(t.Context(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, m := range st.Members {
+		if m.Suffrage == "voter" {
+			out = append(out, m.ID)
+		}
+	}
+	return out
 }

@@ -39,8 +39,15 @@ func (n *Node) catchUp(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return n.waitRaftApplied(ctx, idx)
+	if err := n.waitRaftApplied(ctx, idx); err != nil {
+		return fmt.Errorf("%w: %w", errBehind, err)
+	}
+	return nil
 }
+
+// errBehind marks a catch-up that reached the leader but did not apply the
+// leader's read index in time.
+var errBehind = errors.New("behind the leader")
 
 // LeaderReadIndex confirms that this node is still the leader (a round of
 // heartbeats with a quorum) and returns an index at or above every write it

@@ -283,6 +283,45 @@ func TestHealedFollowerReadsItsWrites(t *testing.T) {
 	c.WaitConverged(t, convergeWithin)
 }
 
+// TestHealedFollowerNoFalse404 pushes through the leader while a follower
+// is cut off, and reads through the follower right after the heal, while
+// Raft's replication to it still backs off: the follower reaches the
+// leader but cannot apply what it misses within ReadIndexTimeout. Once
+// it follows the leader again, it must not answer "not found" for a push
+// the cluster acknowledged: it answers unavailable until it has caught
+// up, and then the push.
+func TestHealedFollowerNoFalse404(t *testing.T) {
+	c := clustertest.New(t, 3, clustertest.WithConfig(func(_ int, cfg *cluster.Config) {
+		cfg.ReadIndexTimeout = 200 * time.Millisecond
+	}))
+	ctx := t.Context()
+	leader := c.Leader(t)
+	f := c.Others(leader)[0]
+	c.Isolate(f)
+	rec := push(t, c, leader, "lib/app", "v1")
+	time.Sleep(1600 * time.Millisecond) // the partition lasts; no assertion waits here
+	c.Heal()
+	// Until the leader's first heartbeat the follower knows no leader,
+	// and answers from its own state by design.
+	c.Leader(t)
+
+	n := c.Node(f)
+	deadline := time.Now().Add(writeWithin)
+	for {
+		d, err := n.Tag(ctx, "lib/app", "v1")
+		if err == nil && d == rec.Digest {
+			break
+		}
+		if !errors.Is(err, oci.ErrUnavailable) {
+			t.Fatalf("%s right after the heal: tag lib/app:v1 = %q, %v; want %s or unavailable", n.ID(), d, err, rec.Digest)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: tag lib/app:v1 still unavailable %s after the heal: %v", n.ID(), writeWithin, err)
+		}
+	}
+	c.WaitConverged(t, convergeWithin)
+}
+
 // TestRestartedOldLeaderReady restarts a leader that appended a write it
 // could not commit (it was cut off with no follower); meanwhile the others
 // elected a new leader, whose log replaces that tail. Once it can reach

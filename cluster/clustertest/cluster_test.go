@@ -413,3 +413,32 @@ func voters(t *testing.T, n *cluster.Node) []string {
 	}
 	return out
 }
+
+// TestEnsureUserOnStaleFollower changes a user through the leader while a
+// follower is cut off, then asks the follower to ensure the user as it
+// was. The follower's own state still matches the request; EnsureUser must
+// not report "unchanged" from it, since the cluster holds something else.
+// (bcrypt makes this test take seconds under the race detector.)
+func TestEnsureUserOnStaleFollower(t *testing.T) {
+	c := clustertest.New(t, 3)
+	ctx := t.Context()
+	leader := c.Leader(t)
+	f := c.Others(leader)[0]
+	if _, err := c.Node(leader).EnsureUser(ctx, "alice", "pw", false); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitConverged(t, convergeWithin)
+	c.Isolate(f)
+	if changed, err := c.Node(leader).EnsureUser(ctx, "alice", "pw", true); err != nil || !changed {
+		t.Fatalf("make alice an admin through the leader: %v, %v", changed, err)
+	}
+	changed, err := c.Node(f).EnsureUser(ctx, "alice", "pw", false)
+	if err == nil && !changed {
+		t.Fatalf("%s, cut off, reports alice unchanged as a non-admin; the cluster made her an admin", c.ID(f))
+	}
+	if !errors.Is(err, oci.ErrUnavailable) {
+		t.Fatalf("EnsureUser on %s, cut off: %v, %v; want unavailable", c.ID(f), changed, err)
+	}
+	c.Heal()
+	c.WaitConverged(t, convergeWithin)
+}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -445,4 +447,82 @@ func TestEnsureUserOnStaleFollower(t *testing.T) {
 	}
 	c.Heal()
 	c.WaitConverged(t, convergeWithin)
+}
+
+// TestRestartAll stops every node and starts them again, one of them
+// without its state file (restored from its snapshot, then the rest of
+// the log replayed): the cluster elects a leader, every node has what it
+// had, and writes go on.
+func TestRestartAll(t *testing.T) {
+	c := clustertest.New(t, 3, clustertest.WithConfig(func(_ int, cfg *cluster.Config) {
+		cfg.SnapshotThreshold = 8
+		cfg.TrailingLogs = 4
+		cfg.SnapshotInterval = 20 * time.Millisecond
+	}))
+	leader := c.Leader(t)
+	var recs []oci.Record
+	for i := range 12 {
+		recs = append(recs, push(t, c, leader, "lib/app", fmt.Sprintf("v%d", i)))
+	}
+	before := c.WaitConverged(t, convergeWithin)
+	if snaps, err := c.Snapshots(1); err != nil || len(snaps) == 0 {
+		t.Fatalf("%s took no snapshot to restore from (%v)", c.ID(1), err)
+	}
+	for i := range c.N() {
+		c.Kill(i)
+	}
+	lost := filepath.Join(c.Dir(1), "state.db")
+	if err := os.Remove(lost); err != nil {
+		t.Fatal(err)
+	}
+	for i := range c.N() {
+		c.Restart(i)
+	}
+	c.WaitReady(t)
+	after := c.WaitConverged(t, convergeWithin)
+	if after.StateHash != before.StateHash {
+		t.Fatalf("state changed across the restart: applied %d, was %d", after.AppliedIndex, before.AppliedIndex)
+	}
+	for i := range c.N() {
+		for k, rec := range recs {
+			checkPushed(t, c, i, rec, fmt.Sprintf("v%d", k))
+		}
+	}
+	push(t, c, c.Leader(t), "lib/app", "after")
+	c.WaitConverged(t, convergeWithin)
+}
+
+// TestStatus asks a follower for the cluster's status: every member with
+// its suffrage, applied index and state hash; a member cut off from it is
+// listed with the error.
+func TestStatus(t *testing.T) {
+	c := clustertest.New(t, 3)
+	ctx := t.Context()
+	leader := c.Leader(t)
+	push(t, c, leader, "lib/app", "v1")
+	want := c.WaitConverged(t, convergeWithin)
+	f := c.Others(leader)
+	st, err := c.Node(f[0]).Status(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Leader.ID != c.ID(leader) || len(st.Members) != 3 {
+		t.Fatalf("status from %s: leader %q, %d members", c.ID(f[0]), st.Leader.ID, len(st.Members))
+	}
+	for _, m := range st.Members {
+		if m.Error != "" || m.Suffrage != "voter" || m.StateHash != want.StateHash || m.AppliedIndex != want.AppliedIndex || m.Lag != 0 {
+			t.Errorf("member %+v; want a voter at applied index %d with the cluster's hash", m, want.AppliedIndex)
+		}
+	}
+
+	c.Partition([]int{f[0], leader}, []int{f[1]})
+	st, err = c.Node(f[0]).Status(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range st.Members {
+		if cut := m.ID == c.ID(f[1]); cut != (m.Error != "") {
+			t.Errorf("member %s (cut off: %v): error %q", m.ID, cut, m.Error)
+		}
+	}
 }

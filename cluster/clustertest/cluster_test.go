@@ -535,3 +535,25 @@ func TestStatus(t *testing.T) {
 		}
 	}
 }
+
+// TestReadDuringElection reads, through a follower that lacks a push, in
+// the moment the leader is lost: the follower knows no leader until the
+// others elect one. A not-found read waits up to ReadIndexTimeout for a
+// leader to catch up with; it must not answer "not found" for the push
+// while the election runs.
+func TestReadDuringElection(t *testing.T) {
+	c := clustertest.New(t, 3, clustertest.WithConfig(func(_ int, cfg *cluster.Config) {
+		cfg.ReadIndexTimeout = 5 * time.Second
+	}))
+	ctx := t.Context()
+	leader := c.Leader(t)
+	f := c.Others(leader)
+	c.Isolate(f[1])
+	rec := push(t, c, leader, "lib/app", "v1") // f[0] has it, f[1] not
+	c.Partition([]int{leader})                 // f[1] back with f[0], the leader gone
+	if d, err := c.Node(f[1]).Tag(ctx, "lib/app", "v1"); err != nil || d != rec.Digest {
+		t.Fatalf("%s during the election: tag lib/app:v1 = %q, %v; want %s", c.ID(f[1]), d, err, rec.Digest)
+	}
+	c.Heal()
+	c.WaitConverged(t, convergeWithin)
+}

@@ -223,6 +223,23 @@ func (n *Node) safeToRemove(servers []raft.Server, members map[string]Member, id
 	return nil
 }
 
+// memberStates returns the members by id as gossip sees them; without
+// gossip (a cluster wired by hand) every configured server counts as
+// alive.
+func (n *Node) memberStates(servers []raft.Server) map[string]Member {
+	members := map[string]Member{}
+	if n.gossip != nil {
+		for _, m := range n.gossip.snapshot() {
+			members[m.ID] = m
+		}
+		return members
+	}
+	for _, s := range servers {
+		members[string(s.ID)] = Member{NodeInfo: NodeInfo{ID: string(s.ID)}, State: StateAlive}
+	}
+	return members
+}
+
 // LeaderRemoveServer removes server id from the Raft configuration, on
 // this node, which must lead, when that leaves a quorum of alive voters.
 // The internal API calls it for a node that leaves.
@@ -242,19 +259,8 @@ func (n *Node) LeaderRemoveServer(ctx context.Context, id string) error {
 	if !found {
 		return nil
 	}
-	members := map[string]Member{}
-	if n.gossip != nil {
-		for _, m := range n.gossip.snapshot() {
-			members[m.ID] = m
-		}
-	} else {
-		// Without gossip every configured server counts as alive.
-		for _, s := range servers {
-			members[string(s.ID)] = Member{NodeInfo: NodeInfo{ID: string(s.ID)}, State: StateAlive}
-		}
-	}
 	// The leaving node is alive until it is gone; what matters is the rest.
-	if err := n.safeToRemove(servers, members, id); err != nil {
+	if err := n.safeToRemove(servers, n.memberStates(servers), id); err != nil {
 		return err
 	}
 	if err := n.raft.RemoveServer(raft.ServerID(id), 0, configChangeTimeout).Error(); err != nil {
@@ -285,13 +291,7 @@ func (n *Node) Leave(ctx context.Context) error {
 	if len(servers) < 2 {
 		return fmt.Errorf("leave: %w: this is the only node of the cluster", ErrUnsafe)
 	}
-	members := map[string]Member{}
-	if n.gossip != nil {
-		for _, m := range n.gossip.snapshot() {
-			members[m.ID] = m
-		}
-	}
-	if err := n.safeToRemove(servers, members, id); err != nil {
+	if err := n.safeToRemove(servers, n.memberStates(servers), id); err != nil {
 		return fmt.Errorf("leave: %w", err)
 	}
 	if n.raft.State() == raft.Leader {

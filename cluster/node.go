@@ -336,10 +336,19 @@ const readyLag = 256
 // the log this node had when it started, and it is not far behind the
 // commit index it knows of.
 func (n *Node) Ready() bool {
-	if n.closed.Load() || !n.leaderKnown() || n.fsm.applied.Load() < n.startTarget {
+	if n.closed.Load() || !n.leaderKnown() || !n.replayed(n.startTarget) {
 		return false
 	}
 	return n.raft.AppliedIndex()+readyLag >= n.raft.CommitIndex()
+}
+
+// replayed reports whether the state machine has applied the log up to
+// target, as far as the log still holds it: an uncommitted tail that a new
+// leader truncated (this node led, cut off, and appended writes it could
+// not commit) is never applied, and the entries that replace it may be
+// no-ops, which the state machine never sees.
+func (n *Node) replayed(target uint64) bool {
+	return n.fsm.applied.Load() >= n.fsmIndexAtOrBelow(target)
 }
 
 // WaitReady returns once a leader is known and this node has caught up
@@ -359,7 +368,7 @@ func (n *Node) WaitReady(ctx context.Context) error {
 		if n.closed.Load() {
 			return ErrClosed
 		}
-		if n.leaderKnown() && n.fsm.applied.Load() >= target {
+		if n.leaderKnown() && n.replayed(target) {
 			err := n.catchUp(ctx)
 			if err == nil {
 				return nil

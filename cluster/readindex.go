@@ -25,22 +25,41 @@ const raftAppliedPoll = 2 * time.Millisecond
 //
 // When no leader can be reached within ReadIndexTimeout it fails (wrapping
 // oci.ErrUnavailable) and the caller answers from its own state: pulls keep
-// working without quorum.
+// working without quorum. While there is no leader (an election) or the
+// node asked no longer leads, it asks again, as propose does.
 func (n *Node) catchUp(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.ReadIndexTimeout)
 	defer cancel()
-	var idx uint64
-	var err error
-	if n.raft.State() == raft.Leader {
-		idx, err = n.LeaderReadIndex(ctx)
-	} else {
-		idx, err = n.readIndex.get(ctx, n)
+	idx, err := n.askOnce(ctx)
+	for err != nil && retryable(err) {
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(leaderPoll):
+		}
+		idx, err = n.askOnce(ctx)
 	}
 	if err != nil {
 		return err
 	}
-	return n.waitRaftApplied(ctx, idx)
+	if err := n.waitRaftApplied(ctx, idx); err != nil {
+		return fmt.Errorf("%w: %w", errBehind, err)
+	}
+	return nil
 }
+
+// askOnce gets a read index once: from this node when it leads, else from
+// the leader it knows.
+func (n *Node) askOnce(ctx context.Context) (uint64, error) {
+	if n.raft.State() == raft.Leader {
+		return n.LeaderReadIndex(ctx)
+	}
+	return n.readIndex.get(ctx, n)
+}
+
+// errBehind marks a catch-up that reached the leader but did not apply the
+// leader's read index in time.
+var errBehind = errors.New("behind the leader")
 
 // LeaderReadIndex confirms that this node is still the leader (a round of
 // heartbeats with a quorum) and returns an index at or above every write it

@@ -11,12 +11,21 @@ import (
 // caughtUpNow is called by a read that found nothing: it catches up with
 // the leader (see catchUp) and reports whether the read should look again.
 // When the leader cannot be reached the read answers from the local state.
-func (n *Node) caughtUpNow(ctx context.Context) bool {
-	if err := n.catchUp(ctx); err != nil {
-		n.logger.Debug("not-found read answered from local state", "error", err)
-		return false
+// When the leader answered but this node could not apply what it lacks
+// within ReadIndexTimeout (Raft backs off, for seconds, its replication to
+// a follower it could not reach), "not found" could be false: *err becomes
+// the catch-up's error, which wraps oci.ErrUnavailable.
+func (n *Node) caughtUpNow(ctx context.Context, err *error) bool {
+	cerr := n.catchUp(ctx)
+	switch {
+	case cerr == nil:
+		return true
+	case errors.Is(cerr, errBehind):
+		*err = cerr
+	default:
+		n.logger.Debug("not-found read answered from local state", "error", cerr)
 	}
-	return true
+	return false
 }
 
 // unlinkChunk bounds the digests of one unlink_blobs command, so that a
@@ -30,7 +39,7 @@ func (n *Node) Manifest(ctx context.Context, repo string, dgst oci.Digest) (oci.
 		return oci.Record{}, nil, err
 	}
 	rec, b, err := n.fsm.manifest(repo, dgst)
-	if errors.Is(err, oci.ErrNotFound) && n.caughtUpNow(ctx) {
+	if errors.Is(err, oci.ErrNotFound) && n.caughtUpNow(ctx, &err) {
 		rec, b, err = n.fsm.manifest(repo, dgst)
 	}
 	return rec, b, err
@@ -42,7 +51,7 @@ func (n *Node) Tag(ctx context.Context, repo, tag string) (oci.Digest, error) {
 		return "", err
 	}
 	d, err := n.fsm.tag(repo, tag)
-	if errors.Is(err, oci.ErrNotFound) && n.caughtUpNow(ctx) {
+	if errors.Is(err, oci.ErrNotFound) && n.caughtUpNow(ctx, &err) {
 		d, err = n.fsm.tag(repo, tag)
 	}
 	return d, err
@@ -55,7 +64,7 @@ func (n *Node) BlobLinked(ctx context.Context, repo string, dgst oci.Digest) (bo
 		return false, err
 	}
 	ok, err := n.fsm.blobLinked(repo, dgst)
-	if err == nil && !ok && n.caughtUpNow(ctx) {
+	if err == nil && !ok && n.caughtUpNow(ctx, &err) {
 		ok, err = n.fsm.blobLinked(repo, dgst)
 	}
 	return ok, err
@@ -67,7 +76,7 @@ func (n *Node) Tags(ctx context.Context, repo, last string, count int) ([]string
 		return nil, err
 	}
 	tags, err := n.fsm.tags(repo, last, count)
-	if errors.Is(err, oci.ErrNotFound) && n.caughtUpNow(ctx) {
+	if errors.Is(err, oci.ErrNotFound) && n.caughtUpNow(ctx, &err) {
 		tags, err = n.fsm.tags(repo, last, count)
 	}
 	return tags, err

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"sync"
@@ -13,8 +14,9 @@ const bcryptCost = 10
 
 // EnsureUser creates user name with password, or updates it when the
 // password does not match the stored hash or admin differs. It reports
-// whether it changed anything. The hash is computed here, by the proposer,
-// never in apply.
+// whether it changed anything; "unchanged" is confirmed with the leader
+// (a node that cannot reach one fails, unavailable). The hash is computed
+// here, by the proposer, never in apply.
 func (n *Node) EnsureUser(ctx context.Context, name, password string, admin bool) (changed bool, err error) {
 	if err := ctx.Err(); err != nil {
 		return false, err
@@ -24,7 +26,19 @@ func (n *Node) EnsureUser(ctx context.Context, name, password string, admin bool
 		return false, err
 	}
 	if found && u.Admin == admin && bcrypt.CompareHashAndPassword(u.Hash, []byte(password)) == nil {
-		return false, nil
+		// This node's state may lag the cluster's (a follower cut off):
+		// only a match that holds once caught up with the leader means
+		// there is nothing to change.
+		if err := n.catchUp(ctx); err != nil {
+			return false, fmt.Errorf("ensure user %s: %w", name, err)
+		}
+		now, found, err := n.fsm.user(name)
+		if err != nil {
+			return false, err
+		}
+		if found && now.Admin == admin && bytes.Equal(now.Hash, u.Hash) {
+			return false, nil
+		}
 	}
 	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcryptCost)
 	if err != nil {

@@ -68,16 +68,17 @@ func checkPushed(t *testing.T, c *clustertest.Cluster, i int, rec oci.Record, ta
 // writeWithin bounds the retries of one write.
 const writeWithin = 10 * time.Second
 
-// retry calls write until it fails with something other than
+// retry calls op until it fails with something other than
 // oci.ErrUnavailable, and returns that (or nil). A busy test machine (two
 // CPUs, the race detector) sees a leader change now and then, and writes
-// fail while it lasts; the writes of these tests repeat to the same state.
-// It fails the test when write is still unavailable after writeWithin.
-func retry(t *testing.T, write func() error) error {
+// fail while it lasts (the writes of these tests repeat to the same
+// state); a follower that falls behind answers reads as unavailable. It
+// fails the test when op is still unavailable after writeWithin.
+func retry(t *testing.T, op func() error) error {
 	t.Helper()
 	deadline := time.Now().Add(writeWithin)
 	for {
-		err := write()
+		err := op()
 		if !errors.Is(err, oci.ErrUnavailable) {
 			return err
 		}

@@ -162,8 +162,8 @@ func TestClusterLeaderKill(t *testing.T) {
 	load := c.startPushes(3, "leaderkill")
 	load.waitMore(15)
 
-	old := c.leader()
 	c.jitter(time.Second)
+	old := c.leader()
 	old.markDown()
 	killed := time.Now()
 	old.Kill()
@@ -195,8 +195,8 @@ func TestClusterFollowerKill(t *testing.T) {
 	c := startCluster(t, 3, clusterOptions{})
 	load := c.startPushes(3, "followerkill")
 	load.waitMore(10)
-	f := c.pick(c.others(c.leader()))
 	c.jitter(time.Second)
+	f := c.pick(c.others(c.leader()))
 	f.markDown()
 	f.Kill()
 	load.waitMore(30)
@@ -220,12 +220,12 @@ func TestClusterFreezeMinority(t *testing.T) {
 	load := c.startPushes(3, "freeze")
 	load.waitMore(10)
 	for _, role := range []string{"follower", "leader"} {
+		c.jitter(time.Second)
 		leader := c.leader()
 		frozen := leader
 		if role == "follower" {
 			frozen = c.pick(c.others(leader))
 		}
-		c.jitter(time.Second)
 		frozen.markDown()
 		at := time.Now()
 		frozen.Pause()
@@ -427,9 +427,9 @@ func TestClusterKillTwoOfFive(t *testing.T) {
 	probes := c.startProbes()
 	load := c.startPushes(3, "fivekill")
 	load.waitMore(10)
+	c.jitter(time.Second)
 	leader := c.leader()
 	victims := []*clusterNode{leader, c.pick(c.others(leader))}
-	c.jitter(time.Second)
 	killed := time.Now()
 	for _, v := range victims {
 		v.markDown()

@@ -81,6 +81,13 @@ func newTCPTransport(bind, advertise string, secret []byte, logger hclog.Logger)
 		MaxPool: transportPool,
 		Timeout: transportWait,
 		Logger:  logger,
+		// One AppendEntries in flight per follower: no pipelining. In
+		// hashicorp/raft 1.7.3 a pipelined follower that answers with a
+		// newer term or a rejection ends the pipeline's decoder while its
+		// sender blocks for good on the next send (hashicorp/raft#612):
+		// replication to that follower stops while heartbeats go on, and
+		// Raft.Shutdown waits forever for the stuck goroutine.
+		MaxRPCsInFlight: 1,
 	}), nil
 }
 

@@ -48,12 +48,47 @@ type clusterNode struct {
 	// changed failed because of the test.
 	faults atomic.Int64
 	down   atomic.Bool // the test has taken it out of service
+
+	mu     sync.Mutex
+	downCh chan struct{} // closed by the next markDown
 }
 
-// markDown takes the node out of the load's rotation before a fault.
+// markDown takes the node out of the load's rotation before a fault, and
+// abandons the requests of the load in flight through it (see whileUp).
 func (n *clusterNode) markDown() {
 	n.down.Store(true)
 	n.faults.Add(1)
+	n.mu.Lock()
+	if n.downCh != nil {
+		close(n.downCh)
+		n.downCh = nil
+	}
+	n.mu.Unlock()
+}
+
+// whileUp returns a context that ends with ctx or when the node is marked
+// down: a client of a frozen node would wait for it forever, and the load
+// must go on through the others.
+func (n *clusterNode) whileUp(ctx context.Context) (context.Context, context.CancelFunc) {
+	n.mu.Lock()
+	if n.downCh == nil {
+		n.downCh = make(chan struct{})
+	}
+	down := n.downCh
+	n.mu.Unlock()
+	ctx, cancel := context.WithCancel(ctx)
+	if n.down.Load() {
+		cancel()
+		return ctx, cancel
+	}
+	go func() {
+		select {
+		case <-down:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
 }
 
 // markUp puts the node back into the load's rotation.

@@ -105,7 +105,9 @@ func (l *pushLoad) work(ctx context.Context, w int, prefix string) {
 		n := up[(w+i)%len(up)]
 		faults := n.faults.Load()
 		start := time.Now()
-		a, err := pushImage(ctx, n, repo, fmt.Sprintf("t%d", i), int64(512+256*w))
+		pctx, cancel := n.whileUp(ctx)
+		a, err := pushImage(pctx, n, repo, fmt.Sprintf("t%d", i), int64(512+256*w))
+		cancel()
 		took := time.Since(start)
 		switch {
 		case err == nil:
@@ -318,7 +320,9 @@ func (p *writeProbes) run(ctx context.Context, n *clusterNode) {
 		if !n.down.Load() {
 			faults := n.faults.Load()
 			r := probeResult{node: n.ID, tag: fmt.Sprintf("%s-%d", n.ID, i), start: time.Now()}
-			status, err := p.put(ctx, client, n, r.tag)
+			pctx, cancel := n.whileUp(ctx)
+			status, err := p.put(pctx, client, n, r.tag)
+			cancel()
 			r.ok, r.end, r.status = err == nil, time.Now(), status
 			r.faulted = n.faults.Load() != faults
 			if err != nil {

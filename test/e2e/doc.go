@@ -23,6 +23,8 @@
 // the tests assert only bounds that a loaded machine cannot miss.
 //
 // A server's log is dumped into the test output when the test fails, or
-// always with E2E_DUMP_LOGS=1. The crash and cluster tests log their seed;
+// always with E2E_DUMP_LOGS=1; E2E_KEEP_LOGS=DIR copies every server's whole
+// log to DIR. A server that does not exit within 30 s of SIGTERM gets
+// SIGQUIT, which writes its goroutines into its log. The crash and cluster tests log their seed;
 // E2E_SEED replays a run's fault schedule.
 package e2e

@@ -342,9 +342,17 @@ func (s *Server) Stop() error {
 	case <-done:
 		s.t.Logf("%s stopped by SIGTERM in %s", s.Name(), time.Since(start).Round(time.Millisecond))
 	case <-time.After(stopTimeout):
-		_ = cmd.Process.Signal(syscall.SIGKILL)
-		<-done
-		return fmt.Errorf("%s did not exit within %s of SIGTERM", s.Name(), stopTimeout)
+		// SIGQUIT makes a Go process write every goroutine's stack to its
+		// log before it dies: what it was stuck on.
+		fmt.Fprintf(s.logFile, "=== e2e: SIGQUIT %d: no exit %s after SIGTERM\n", cmd.Process.Pid, stopTimeout)
+		_ = cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-done:
+		case <-time.After(killTimeout):
+			_ = cmd.Process.Signal(syscall.SIGKILL)
+			<-done
+		}
+		return fmt.Errorf("%s did not exit within %s of SIGTERM (its goroutines are in its log)", s.Name(), stopTimeout)
 	}
 	if err := s.exitErr(); err != nil && s.flavor.cleanSigterm() {
 		return fmt.Errorf("%s exit after SIGTERM: %w", s.Name(), err)
@@ -443,7 +451,26 @@ func (s *Server) cleanup() {
 	if t.Failed() || os.Getenv("E2E_DUMP_LOGS") != "" {
 		s.dumpLog()
 	}
+	if dir := os.Getenv("E2E_KEEP_LOGS"); dir != "" {
+		s.keepLog(dir)
+	}
 	s.logFile.Close()
+}
+
+// keepLog copies the whole log to dir, named by the test and the server's
+// harness directory: the tail dumpLog shows is short for a cluster.
+func (s *Server) keepLog(dir string) {
+	dst := filepath.Join(dir, strings.ReplaceAll(s.t.Name(), "/", "_")+"-"+filepath.Base(s.dir)+".log")
+	b, err := os.ReadFile(s.logPath)
+	if err == nil {
+		err = os.MkdirAll(dir, 0o755)
+	}
+	if err == nil {
+		err = os.WriteFile(dst, b, 0o644)
+	}
+	if err != nil {
+		s.t.Logf("keep log: %v", err)
+	}
 }
 
 // panicMarkers are log texts that mean the process crashed or raced.

@@ -42,50 +42,9 @@ func measureCluster(ctx context.Context, o options, dir string) (clusterResult, 
 	start := time.Now()
 	defer func() { r.wall = time.Since(start) }()
 	if o.clusterPush {
-		blobs := make([][]byte, o.blobs)
-		for i := range blobs {
-			blobs[i] = make([]byte, o.blobMB<<20)
-			_, _ = rand.Read(blobs[i])
-		}
-		sdir := filepath.Join(dir, "cluster-push-single")
-		if err := os.MkdirAll(sdir, 0o700); err != nil {
+		if err := measureClusterPush(ctx, o, dir, &r); err != nil {
 			return r, err
 		}
-		single, err := startBerth(ctx, o.berthBin, sdir)
-		if err != nil {
-			return r, err
-		}
-		pr, err := measurePushes(ctx, pushTarget{name: targetSingle, srv: single, leader: single, nodes: []*server{single}}, blobs, o.clusterTags, o)
-		single.stop()
-		if err != nil {
-			return r, err
-		}
-		r.push[targetSingle] = pr
-
-		cl, err := startCluster(ctx, o.berthBin, filepath.Join(dir, "cluster-push"), o.clusterNodes, "warn")
-		if err != nil {
-			return r, err
-		}
-		leader, err := cl.waitHealthy(ctx, time.Minute)
-		if err != nil {
-			cl.stop()
-			return r, err
-		}
-		for _, t := range []pushTarget{
-			{name: targetLeader, srv: leader, leader: leader, nodes: cl.nodes},
-			{name: targetFollower, srv: cl.others(leader)[0], leader: leader, nodes: cl.nodes},
-		} {
-			pr, err := measurePushes(ctx, t, blobs, o.clusterTags, o)
-			if err != nil {
-				cl.stop()
-				return r, err
-			}
-			r.push[t.name] = pr
-		}
-		if now, err := cl.leaderOf(ctx, leader); err != nil || now != leader {
-			fmt.Fprintf(os.Stderr, "warning: the leader changed during the cluster push (was %s); the leader/follower columns are mixed\n", leader.name)
-		}
-		cl.stop()
 	}
 	if o.kills > 0 || o.handovers > 0 {
 		cl, err := startCluster(ctx, o.berthBin, filepath.Join(dir, "cluster-failover"), o.clusterNodes, "info")
@@ -109,13 +68,67 @@ func measureCluster(ctx context.Context, o options, dir string) (clusterResult, 
 	return r, nil
 }
 
+// measureClusterPush runs the push workloads against single-node berth,
+// the leader of a cluster and one of its followers, all running at once,
+// in rounds that take turns (each round in another order), so that a
+// change of the machine's load during the run weighs on all three alike.
+func measureClusterPush(ctx context.Context, o options, dir string, r *clusterResult) error {
+	rounds := max(1, o.clusterRounds)
+	perRound := max(o.workers, o.blobs/rounds)
+	blobs := make([][]byte, perRound)
+	for i := range blobs {
+		blobs[i] = make([]byte, o.blobMB<<20)
+		_, _ = rand.Read(blobs[i])
+	}
+	sdir := filepath.Join(dir, "cluster-push-single")
+	if err := os.MkdirAll(sdir, 0o700); err != nil {
+		return err
+	}
+	single, err := startBerth(ctx, o.berthBin, sdir)
+	if err != nil {
+		return err
+	}
+	defer single.stop()
+	cl, err := startCluster(ctx, o.berthBin, filepath.Join(dir, "cluster-push"), o.clusterNodes, "warn")
+	if err != nil {
+		return err
+	}
+	defer cl.stop()
+	names := []string{targetSingle, targetLeader, targetFollower}
+	for round := range rounds {
+		for i := range names {
+			name := names[(i+round)%len(names)]
+			t := pushTarget{name: name, srv: single, leader: single, nodes: []*server{single}}
+			if name != targetSingle {
+				// The leader may have changed since the last round
+				// (an election when heartbeats were late): push to
+				// whoever has the role now.
+				leader, err := cl.waitHealthy(ctx, time.Minute)
+				if err != nil {
+					return err
+				}
+				t.srv, t.leader, t.nodes = leader, leader, cl.nodes
+				if name == targetFollower {
+					t.srv = cl.others(leader)[0]
+				}
+			}
+			pr, err := measurePushes(ctx, t, round, blobs, max(1, o.clusterTags/rounds), o)
+			if err != nil {
+				return err
+			}
+			r.push[name] = r.push[name].add(pr)
+		}
+	}
+	return nil
+}
+
 // printCluster prints the cluster push table and the failover
 // distributions.
 func printCluster(w io.Writer, r clusterResult, o options) {
 	cores := runtime.NumCPU()
 	if len(r.push) > 0 {
-		fmt.Fprintf(w, "\n%d-node berth cluster (blob_write_quorum 2) against single-node berth, same workloads; "+
-			"the %d nodes and this load generator share %d cores\n", r.nodes, r.nodes, cores)
+		fmt.Fprintf(w, "\n%d-node berth cluster (blob_write_quorum 2) against single-node berth, same workloads in %d rounds taking turns; "+
+			"the %d nodes and this load generator share %d cores and one disk\n", r.nodes, o.clusterRounds, r.nodes, cores)
 		single, leader, follower := r.push[targetSingle], r.push[targetLeader], r.push[targetFollower]
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 		fmt.Fprintln(tw, "metric\t1 node\tleader\tleader/1 node\tfollower\tfollower/1 node\ttarget\t")
@@ -129,11 +142,13 @@ func printCluster(w io.Writer, r clusterResult, o options) {
 			fmt.Fprintf(tw, "%s\t%.1f %s\t%.1f %s\t%s\t%.1f %s\t%s\t%s\t\n", name, s, unit, l, unit, ratio(l, s), f, unit, ratio(f, s), target)
 		}
 		target := fmt.Sprintf("≥ %.2f×", clusterPushTarget)
-		row(fmt.Sprintf("blob push (%d × %d MiB)", o.blobs, o.blobMB), single.blobMBs, leader.blobMBs, follower.blobMBs, "MiB/s", target)
-		row(fmt.Sprintf("small-image push (%d tags)", o.clusterTags), single.small.rate, leader.small.rate, follower.small.rate, "img/s", target)
+		row(fmt.Sprintf("blob push (%d × %d MiB)", single.blobs, o.blobMB), single.blobMBs(), leader.blobMBs(), follower.blobMBs(), "MiB/s", target)
+		row(fmt.Sprintf("small-image push (%d tags)", single.images), single.imageRate(), leader.imageRate(), follower.imageRate(), "img/s", target)
 		pct := func(name string, s, l, f float64) {
 			fmt.Fprintf(tw, "%s\t%.0f%%\t%.0f%%\t\t%.0f%%\t\t\t\n", name, 100*s, 100*l, 100*f)
 		}
+		fmt.Fprintf(tw, "  leader changes during the pushes\t-\t%.0f\t\t%.0f\t\t\t\n",
+			leader.blob.newLeaders+leader.imgs.newLeaders, follower.blob.newLeaders+follower.imgs.newLeaders)
 		pct(fmt.Sprintf("  CPU busy (%d cores), blobs", cores), single.blob.busy(), leader.blob.busy(), follower.blob.busy())
 		pct(fmt.Sprintf("  CPU busy (%d cores), images", cores), single.imgs.busy(), leader.imgs.busy(), follower.imgs.busy())
 		pct("  CPU pressure, blobs", single.blob.cpuStall, leader.blob.cpuStall, follower.blob.cpuStall)
@@ -200,13 +215,11 @@ func printOutages(w io.Writer, os []outage, sig syscall.Signal) {
 	row("  that write: blob steps", "", always(func(o outage) time.Duration { return o.resumed.blob }))
 	row("  that write: manifest PUT", "", always(func(o outage) time.Duration { return o.resumed.manifest }))
 	tw.Flush()
-	errs := map[string]int{}
+	var errs failures
 	failed, viaLead := 0, 0
 	for _, o := range os {
 		failed += o.failed
-		for e, n := range o.errs {
-			errs[e] += n
-		}
+		errs.merge(o.errs)
 		if o.viaLead {
 			viaLead++
 		}
@@ -217,7 +230,7 @@ func printOutages(w io.Writer, os []outage, sig syscall.Signal) {
 		return
 	}
 	fmt.Fprintln(w, ":")
-	printCounts(w, errs)
+	errs.print(w)
 }
 
 // printPushBreakdown prints, for each push workload, where the time went:
@@ -228,11 +241,11 @@ func printPushBreakdown(w io.Writer, r clusterResult, o options) {
 	targets := []string{targetSingle, targetLeader, targetFollower}
 	for _, wl := range []struct {
 		name, unit string
-		n          int
+		n          func(pushResult) int
 		get        func(pushResult) usage
 	}{
-		{"blob push", "blob", o.blobs, func(p pushResult) usage { return p.blob }},
-		{"small-image push", "image", o.clusterTags, func(p pushResult) usage { return p.imgs }},
+		{"blob push", "blob", func(p pushResult) int { return p.blobs }, func(p pushResult) usage { return p.blob }},
+		{"small-image push", "image", func(p pushResult) int { return p.images }, func(p pushResult) usage { return p.imgs }},
 	} {
 		fmt.Fprintf(w, "\nwhere the time goes, %s: server-side mean, × requests per %s (from the nodes' /metrics)\n", wl.name, wl.unit)
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -241,21 +254,21 @@ func printPushBreakdown(w io.Writer, r clusterResult, o options) {
 			fmt.Fprintf(tw, "\t%s (%s)", t, r.push[t].entry)
 		}
 		fmt.Fprintln(tw, "\t")
-		row := func(on, name string, cell func(p pushResult, u usage) (histogram, bool)) {
+		row := func(on, name string, cell func(usage) histogram) {
 			fmt.Fprintf(tw, "%s\t%s", on, name)
 			for _, t := range targets {
-				h, ok := cell(r.push[t], wl.get(r.push[t]))
-				if !ok || h.count == 0 {
+				h := cell(wl.get(r.push[t]))
+				if h.count == 0 {
 					fmt.Fprint(tw, "\t-")
 					continue
 				}
-				fmt.Fprintf(tw, "\t%.2f ms × %.2f", float64(h.mean.Microseconds())/1000, h.count/float64(wl.n))
+				fmt.Fprintf(tw, "\t%.2f ms × %.2f", float64(h.mean.Microseconds())/1000, h.count/float64(wl.n(r.push[t])))
 			}
 			fmt.Fprintln(tw, "\t")
 		}
-		entryHTTP := func(method, route string) func(pushResult, usage) (histogram, bool) {
-			return func(p pushResult, u usage) (histogram, bool) {
-				return u.metrics[p.entry].hist("berth_http_request_duration_seconds", `method="`+method+`"`, `route="`+route+`"`), true
+		entryHTTP := func(method, route string) func(usage) histogram {
+			return func(u usage) histogram {
+				return u.metrics[roleEntry].hist("berth_http_request_duration_seconds", `method="`+method+`"`, `route="`+route+`"`)
 			}
 		}
 		row("entry", "HEAD blob", entryHTTP("HEAD", "blobs"))
@@ -267,30 +280,40 @@ func printPushBreakdown(w io.Writer, r clusterResult, o options) {
 		if wl.unit == "image" {
 			row("entry", "PUT manifest", entryHTTP("PUT", "manifests"))
 		}
-		row("entry", "raft apply (propose→applied)", func(p pushResult, u usage) (histogram, bool) {
-			return u.metrics[p.entry].hist("berth_raft_apply_duration_seconds"), true
+		row("entry", "raft apply (propose→applied)", func(u usage) histogram {
+			return u.metrics[roleEntry].hist("berth_raft_apply_duration_seconds")
 		})
-		row("leader", "raft commit", func(p pushResult, u usage) (histogram, bool) {
-			return u.metrics[p.leader].hist("berth_raft_commit_duration_seconds"), true
+		row("leader", "raft commit", func(u usage) histogram {
+			return u.metrics[roleLeader].hist("berth_raft_commit_duration_seconds")
 		})
-		row("leader", "internal POST (forwarded apply)", func(p pushResult, u usage) (histogram, bool) {
-			return u.metrics[p.leader].hist("berth_http_request_duration_seconds", `method="POST"`, `route="`+internalRoute+`"`), p.entry != p.leader
+		row("leader", "internal POST (forwarded apply)", func(u usage) histogram {
+			return u.metrics[roleLeader].hist("berth_http_request_duration_seconds", `method="POST"`, `route="`+internalRoute+`"`)
 		})
-		row("peers", "internal PUT blob (fsync)", func(p pushResult, u usage) (histogram, bool) {
-			var all histogram
-			var sum float64
-			for name, m := range u.metrics {
-				if name == p.entry {
-					continue
+		row("peers", "internal PUT blob (fsync)", func(u usage) histogram {
+			return u.metrics[rolePeers].hist("berth_http_request_duration_seconds", `method="PUT"`, `route="`+internalRoute+`"`)
+		})
+		count := func(on, name string, get func(usage) float64) {
+			fmt.Fprintf(tw, "%s\t%s", on, name)
+			for _, t := range targets {
+				if n := get(wl.get(r.push[t])); n > 0 {
+					fmt.Fprintf(tw, "\t× %.2f", n/float64(wl.n(r.push[t])))
+				} else {
+					fmt.Fprint(tw, "\t-")
 				}
-				h := m.hist("berth_http_request_duration_seconds", `method="PUT"`, `route="`+internalRoute+`"`)
-				all.count += h.count
-				sum += h.count * h.mean.Seconds()
 			}
-			if all.count > 0 {
-				all.mean = time.Duration(sum / all.count * float64(time.Second))
-			}
-			return all, true
+			fmt.Fprintln(tw, "\t")
+		}
+		count("entry", "blob pushes to a peer (write quorum)", func(u usage) float64 {
+			return u.metrics[roleEntry].sum("berth_blob_transfers_total", `direction="push"`)
+		})
+		count("entry", "writes forwarded to the leader", func(u usage) float64 {
+			return u.metrics[roleEntry].sum("berth_forwarded_requests_total", `kind="apply"`)
+		})
+		count("entry", "read-index requests to the leader", func(u usage) float64 {
+			return u.metrics[roleEntry].sum("berth_forwarded_requests_total", `kind="readindex"`)
+		})
+		count("peers", "blob fetches by repair (a third copy)", func(u usage) float64 {
+			return u.metrics[rolePeers].sum("berth_blob_transfers_total", `direction="fetch"`)
 		})
 		tw.Flush()
 		fmt.Fprint(w, "CPU seconds, nodes + load generator, in wall seconds:")

@@ -156,7 +156,7 @@ type outage struct {
 	elected  time.Duration // stop → a survivor logs the new leader (0: none logged)
 	exited   time.Duration // stop → the old leader's process is gone
 	failed   int           // failed writes in the outage
-	errs     map[string]int
+	errs     failures
 	resumed  attempt // the successful write that ended the outage
 	via      string  // the node the probe wrote through
 	viaLead  bool    // via became the new leader
@@ -165,7 +165,7 @@ type outage struct {
 // measureOutage stops the leader with sig while a probe writes through
 // via, and measures the outage. The leader is left stopped.
 func measureOutage(ctx context.Context, c *berthCluster, leader, via *server, sig syscall.Signal) (outage, error) {
-	o := outage{via: via.name, errs: map[string]int{}}
+	o := outage{via: via.name}
 	p, err := newProbe(ctx, via, "bench/failover")
 	if err != nil {
 		return o, err
@@ -234,7 +234,7 @@ func measureOutage(ctx context.Context, c *berthCluster, leader, via *server, si
 			continue
 		case a.err != nil:
 			o.failed++
-			o.errs[a.err.Error()]++
+			o.errs.add(a.err)
 			continue
 		}
 		if sig == syscall.SIGKILL {
@@ -267,6 +267,7 @@ func measureOutage(ctx context.Context, c *berthCluster, leader, via *server, si
 			}
 		}
 	}
+	o.errs.explain(via.logPath)
 	if l, err := c.leaderOf(ctx, via); err == nil {
 		o.viaLead = l == via
 	}

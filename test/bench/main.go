@@ -28,7 +28,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -51,6 +50,7 @@ type options struct {
 	cluster          bool
 	clusterNodes     int
 	clusterTags      int
+	clusterRounds    int
 	clusterPush      bool
 	kills, handovers int
 }
@@ -60,8 +60,8 @@ type result struct {
 	pushMBs, pullMBs     float64
 	head, get            rateResult
 	smallRate            float64
-	smallFirst, smallEnd float64        // pushes/s in the first and the last bucket of tags
-	retried              map[string]int // temporary failures retried, by error
+	smallFirst, smallEnd float64  // pushes/s in the first and the last bucket of tags
+	retried              failures // temporary failures retried
 }
 
 type rateResult struct {
@@ -87,10 +87,11 @@ func main() {
 	flag.BoolVar(&o.cluster, "cluster", true, "also measure a berth cluster: push throughput against its leader and a follower, and failover")
 	flag.IntVar(&o.clusterNodes, "cluster-nodes", 3, "nodes of the cluster")
 	flag.IntVar(&o.clusterTags, "cluster-tags", 2000, "small images pushed in the cluster push comparison")
+	flag.IntVar(&o.clusterRounds, "cluster-rounds", 3, "rounds of the cluster push comparison; the single node, the leader and the follower take turns")
 	flag.BoolVar(&o.clusterPush, "cluster-push", true, "measure cluster push throughput (-cluster-push=false: failover only)")
 	flag.IntVar(&o.kills, "kills", 20, "SIGKILLs of the cluster's leader (0: none)")
 	flag.IntVar(&o.handovers, "handovers", 10, "SIGTERMs of the cluster's leader (0: none)")
-	quick := flag.Bool("quick", false, "a short run (1,000 tags, 4 blobs, 2 s rate tests; cluster: 500 tags, 5 kills, 3 handovers)")
+	quick := flag.Bool("quick", false, "a short run (1,000 tags, 4 blobs, 2 s rate tests; cluster: 500 tags in 2 rounds, 5 kills, 3 handovers)")
 	flag.Parse()
 	if *quick {
 		// -quick changes the defaults; a flag given explicitly wins.
@@ -101,6 +102,7 @@ func main() {
 		quickDefault(set, "blobs", &o.blobs, 4)
 		quickDefault(set, "duration", &o.duration, 2*time.Second)
 		quickDefault(set, "cluster-tags", &o.clusterTags, 500)
+		quickDefault(set, "cluster-rounds", &o.clusterRounds, 2)
 		quickDefault(set, "kills", &o.kills, 5)
 		quickDefault(set, "handovers", &o.handovers, 3)
 	}
@@ -262,7 +264,10 @@ func measure(ctx context.Context, srv *server, o options) (result, error) {
 	}
 	var err error
 	var rt retries
-	defer func() { r.retried = rt.counts() }()
+	defer func() {
+		r.retried = rt.counts()
+		r.retried.explain(srv.logPath)
+	}()
 	if r.pushMBs, err = pushBlobs(ctx, c, "bench/blobs", blobs, o.workers, &rt); err != nil {
 		return r, err
 	}
@@ -452,27 +457,10 @@ func printTable(w io.Writer, b, d result, o options) {
 
 // printRetries says which temporary failures (429, 5xx) a registry's
 // pushes were retried after, if any.
-func printRetries(w io.Writer, name string, byErr map[string]int) {
-	if len(byErr) == 0 {
+func printRetries(w io.Writer, name string, f failures) {
+	if f.total() == 0 {
 		return
 	}
 	fmt.Fprintf(w, "%s: pushes retried after temporary failures (as docker retries them):\n", name)
-	printCounts(w, byErr)
-}
-
-// printCounts prints errors with their counts, the most frequent first.
-func printCounts(w io.Writer, byErr map[string]int) {
-	kinds := make([]string, 0, len(byErr))
-	for e := range byErr {
-		kinds = append(kinds, e)
-	}
-	sort.Slice(kinds, func(i, j int) bool {
-		if byErr[kinds[i]] != byErr[kinds[j]] {
-			return byErr[kinds[i]] > byErr[kinds[j]]
-		}
-		return kinds[i] < kinds[j]
-	})
-	for _, e := range kinds {
-		fmt.Fprintf(w, "  %5d × %s\n", byErr[e], strings.TrimSpace(e))
-	}
+	f.print(w)
 }

@@ -60,6 +60,18 @@ func (s series) minus(before series) series {
 	return d
 }
 
+// plus returns s + o, series by series.
+func (s series) plus(o series) series {
+	d := series{}
+	for k, v := range s {
+		d[k] = v
+	}
+	for k, v := range o {
+		d[k] += v
+	}
+	return d
+}
+
 // sum adds the series of metric name whose labels include every one of
 // labels (each written as key="value").
 func (s series) sum(name string, labels ...string) float64 {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -20,13 +21,32 @@ type pushTarget struct {
 	nodes  []*server // every process of the registry, for CPU and metrics
 }
 
-// pushResult is what the push workloads measured on one target.
+// pushResult is what the push workloads measured on one target, summed
+// over the rounds.
 type pushResult struct {
 	entry, leader string // node ids: pushed to, and the leader
-	blobMBs       float64
-	small         smallResult
-	blob, imgs    usage          // what each workload cost
-	retried       map[string]int // temporary failures retried, by error
+	blobMiB       float64
+	blobs, images int
+	blob, imgs    usage    // what each workload cost
+	retried       failures // temporary failures retried
+}
+
+// blobMBs is the blob push throughput.
+func (r pushResult) blobMBs() float64 { return r.blobMiB / r.blob.wall.Seconds() }
+
+// imageRate is the small-image push rate.
+func (r pushResult) imageRate() float64 { return float64(r.images) / r.imgs.wall.Seconds() }
+
+// add adds what one more round measured.
+func (r pushResult) add(o pushResult) pushResult {
+	r.entry, r.leader = joinName(r.entry, o.entry), joinName(r.leader, o.leader)
+	r.blobMiB += o.blobMiB
+	r.blobs += o.blobs
+	r.images += o.images
+	r.blob = r.blob.add(o.blob)
+	r.imgs = r.imgs.add(o.imgs)
+	r.retried.merge(o.retried)
+	return r
 }
 
 // usage is what a workload cost: wall time, CPU of the registry's
@@ -39,7 +59,39 @@ type usage struct {
 	// cpuStall and ioStall are the share of the time some task of the
 	// machine (ours or not) waited for a CPU, or for I/O (Linux PSI).
 	cpuStall, ioStall float64
-	metrics           map[string]series
+	// metrics are the changes of the nodes' metrics, by the role the node
+	// had: roleEntry (pushed to), roleLeader, rolePeers (summed).
+	metrics map[string]series
+	// newLeaders is how many new leaders the nodes saw (the most any
+	// node counted).
+	newLeaders float64
+}
+
+// Roles of nodes in usage.metrics.
+const (
+	roleEntry  = "entry"
+	roleLeader = "leader"
+	rolePeers  = "peers"
+)
+
+// add sums two usages; the stalls are weighted by wall time.
+func (u usage) add(o usage) usage {
+	wall := u.wall + o.wall
+	if wall > 0 {
+		u.cpuStall = (u.cpuStall*u.wall.Seconds() + o.cpuStall*o.wall.Seconds()) / wall.Seconds()
+		u.ioStall = (u.ioStall*u.wall.Seconds() + o.ioStall*o.wall.Seconds()) / wall.Seconds()
+	}
+	u.wall = wall
+	u.nodesCPU += o.nodesCPU
+	u.benchCPU += o.benchCPU
+	u.newLeaders += o.newLeaders
+	if u.metrics == nil {
+		u.metrics = map[string]series{}
+	}
+	for name, m := range o.metrics {
+		u.metrics[name] = u.metrics[name].plus(m)
+	}
+	return u
 }
 
 // busy is the share of the machine's cores the workload kept busy.
@@ -91,21 +143,31 @@ func measureUsage(ctx context.Context, t pushTarget, fn func() error) (usage, er
 	u.benchCPU = self1 - self0
 	for name, a := range after {
 		u.nodesCPU += a.cpu - before[name].cpu
-		u.metrics[name] = a.metrics.minus(before[name].metrics)
+		d := a.metrics.minus(before[name].metrics)
+		u.newLeaders = max(u.newLeaders, d.sum("berth_raft_leader_changes_total"))
+		if name == t.srv.name {
+			u.metrics[roleEntry] = d
+		} else {
+			u.metrics[rolePeers] = u.metrics[rolePeers].plus(d)
+		}
+		if name == t.leader.name {
+			u.metrics[roleLeader] = d
+		}
 	}
 	return u, nil
 }
 
-// measurePushes runs the blob push and the small-image push workloads
-// against t, each into a repository of its own: blobs (fresh digests, so
-// that no node has them yet), then tags small images.
-func measurePushes(ctx context.Context, t pushTarget, blobs [][]byte, tags int, o options) (pushResult, error) {
-	r := pushResult{entry: t.srv.name, leader: t.leader.name}
+// measurePushes runs one round of the blob push and the small-image push
+// workloads against t, each into a repository of its own: blobs (fresh
+// digests, so that no node has them yet), then tags small images.
+func measurePushes(ctx context.Context, t pushTarget, round int, blobs [][]byte, tags int, o options) (pushResult, error) {
+	r := pushResult{entry: t.srv.name, leader: t.leader.name, blobs: len(blobs), images: tags}
 	for _, b := range blobs {
 		_, _ = rand.Read(b[:32])
+		r.blobMiB += float64(len(b)) / (1 << 20)
 	}
 	c := newClient(t.srv)
-	repo := "bench/cluster-" + strings.ReplaceAll(t.name, " ", "-")
+	repo := fmt.Sprintf("bench/cluster-%s-r%d", strings.ReplaceAll(t.name, " ", "-"), round)
 	// One authenticated request first: the first check of a password is
 	// a bcrypt hash, which the registry then caches.
 	resp, err := c.do(ctx, "GET", "/v2/", nil, 0, nil)
@@ -113,18 +175,21 @@ func measurePushes(ctx context.Context, t pushTarget, blobs [][]byte, tags int, 
 		return r, err
 	}
 	drain(resp)
-	fmt.Fprintf(os.Stderr, "cluster push: %s (%s): %d × %d MiB blobs, %d small images\n", t.name, t.srv.name, len(blobs), o.blobMB, tags)
+	fmt.Fprintf(os.Stderr, "cluster push, round %d: %s (%s): %d × %d MiB blobs, %d small images\n", round+1, t.name, t.srv.name, len(blobs), o.blobMB, tags)
 	var rt retries
-	defer func() { r.retried = rt.counts() }()
-	r.blob, err = measureUsage(ctx, t, func() (err error) {
-		r.blobMBs, err = pushBlobs(ctx, c, repo+"-blobs", blobs, o.workers, &rt)
+	defer func() {
+		r.retried = rt.counts()
+		r.retried.explain(t.srv.logPath)
+	}()
+	r.blob, err = measureUsage(ctx, t, func() error {
+		_, err := pushBlobs(ctx, c, repo+"-blobs", blobs, o.workers, &rt)
 		return err
 	})
 	if err != nil {
 		return r, fmt.Errorf("%s: %w", t.name, err)
 	}
-	r.imgs, err = measureUsage(ctx, t, func() (err error) {
-		r.small, err = pushSmallImages(ctx, c, repo+"-small", tags, o.smallWorkers, max(1, tags/4), &rt)
+	r.imgs, err = measureUsage(ctx, t, func() error {
+		_, err := pushSmallImages(ctx, c, repo+"-small", tags, o.smallWorkers, max(1, tags/2), &rt)
 		return err
 	})
 	if err != nil {
@@ -148,4 +213,15 @@ func stallMicros(resource string) int64 {
 		}
 	}
 	return 0
+}
+
+// joinName adds name to the comma-separated list names unless it is there.
+func joinName(names, name string) string {
+	if names == "" {
+		return name
+	}
+	if slices.Contains(strings.Split(names, ","), name) {
+		return names
+	}
+	return names + "," + name
 }

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"net/http"
 	"net/url"
 	"sort"
@@ -63,6 +62,9 @@ type statusError struct {
 	code   int
 	status string
 	reason string // the OCI error's code and message, or the start of the body
+	// requestID is the answer's X-Request-Id: the server logs the
+	// request's errors with it.
+	requestID string
 }
 
 func (e *statusError) Error() string {
@@ -80,7 +82,7 @@ func expect(resp *http.Response, op string, want int) error {
 	}
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	drain(resp)
-	e := &statusError{op: op, code: resp.StatusCode, status: resp.Status, reason: strings.TrimSpace(string(b))}
+	e := &statusError{op: op, code: resp.StatusCode, status: resp.Status, reason: strings.TrimSpace(string(b)), requestID: resp.Header.Get("X-Request-Id")}
 	var oci struct {
 		Errors []struct{ Code, Message string } `json:"errors"`
 	}
@@ -107,8 +109,8 @@ const (
 // retries runs writes, retrying temporary failures, and counts them by
 // error.
 type retries struct {
-	mu    sync.Mutex
-	byErr map[string]int
+	mu     sync.Mutex
+	failed failures
 }
 
 // do runs fn until it succeeds, fails otherwise than temporarily, or has
@@ -121,10 +123,7 @@ func (r *retries) do(ctx context.Context, fn func() error) error {
 			return err
 		}
 		r.mu.Lock()
-		if r.byErr == nil {
-			r.byErr = map[string]int{}
-		}
-		r.byErr[err.Error()]++
+		r.failed.add(err)
 		r.mu.Unlock()
 		select {
 		case <-ctx.Done():
@@ -135,11 +134,13 @@ func (r *retries) do(ctx context.Context, fn func() error) error {
 	}
 }
 
-// counts returns the retried failures by error.
-func (r *retries) counts() map[string]int {
+// counts returns the retried failures.
+func (r *retries) counts() failures {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return maps.Clone(r.byErr)
+	var f failures
+	f.merge(r.failed)
+	return f
 }
 
 func digestOf(b []byte) string {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -222,6 +223,43 @@ func printOutages(w io.Writer, os []outage, sig syscall.Signal) {
 		errs.merge(o.errs)
 		if o.viaLead {
 			viaLead++
+		}
+	}
+	restarts, refusals := 0, 0
+	slowest := os[0]
+	for _, o := range os {
+		restarts += o.restarts
+		refusals += o.refusals
+		if o.gap > slowest.gap {
+			slowest = o
+		}
+	}
+	fmt.Fprintf(w, "raft logs: %d pre-votes refused because the voter still heard from a leader, %d elections timed out and began again\n", refusals, restarts)
+	orNone := func(d time.Duration) string {
+		if d == 0 {
+			return "none logged"
+		}
+		return ms(d)
+	}
+	fmt.Fprintf(w, "slowest: %s via %s; election started after %s, new leader after %s (%d refused pre-votes, %d restarts)\n",
+		ms(slowest.gap), slowest.via, orNone(slowest.detected), orNone(slowest.elected), slowest.refusals, slowest.restarts)
+	if sig != syscall.SIGKILL {
+		var no failures
+		handed := 0
+		for _, o := range os {
+			switch {
+			case o.handover == msgHandedOver:
+				handed++
+			case o.handover != "":
+				no.add(errors.New(o.handover))
+			}
+		}
+		fmt.Fprintf(w, "the stopped leader logged that it handed leadership over in %d of %d", handed, len(os))
+		if no.total() == 0 {
+			fmt.Fprintln(w)
+		} else {
+			fmt.Fprintln(w, "; it logged:")
+			no.print(w)
 		}
 	}
 	fmt.Fprintf(w, "the probe's node became the leader in %d of %d; %d writes failed in all", viaLead, len(os), failed)

@@ -29,7 +29,12 @@ const (
 // berth's when a node sees a new leader.
 const (
 	msgElection  = "heartbeat timeout reached, starting election"
+	msgRestart   = "Election timeout reached, restarting election"
+	msgStickyNo  = "rejecting pre-vote request since we have a leader"
 	msgNewLeader = "raft leader"
+	// berth's own, on a leader that stops: whether it handed over.
+	msgHandedOver = "handed leadership over"
+	msgNoHandover = "could not hand leadership over before shutting down"
 )
 
 // attempt is one write of a probe.
@@ -154,6 +159,13 @@ type outage struct {
 	gap      time.Duration
 	detected time.Duration // stop → a survivor's raft starts an election (0: none logged)
 	elected  time.Duration // stop → a survivor logs the new leader (0: none logged)
+	// restarts counts candidates whose election timed out and began
+	// again; refusals, pre-votes refused because the voter still heard
+	// from a leader (hashicorp/raft's leader stickiness).
+	restarts, refusals int
+	// handover is what the stopped leader logged of its leadership
+	// transfer (SIGTERM only): msgHandedOver or msgNoHandover and why.
+	handover string
 	exited   time.Duration // stop → the old leader's process is gone
 	failed   int           // failed writes in the outage
 	errs     failures
@@ -189,7 +201,7 @@ func measureOutage(ctx context.Context, c *berthCluster, leader, via *server, si
 	}
 	survivors := c.others(leader)
 	offsets := map[string]int64{}
-	for _, s := range survivors {
+	for _, s := range c.nodes {
 		if fi, err := os.Stat(s.logPath); err == nil {
 			offsets[s.name] = fi.Size()
 		}
@@ -218,10 +230,27 @@ func measureOutage(ctx context.Context, c *berthCluster, leader, via *server, si
 		return o, fmt.Errorf("no write through %s succeeded within %s of %s to %s: %v", via.name, outageLimit, sig, leader.name, lastErr(p.snapshot()))
 	}
 	stopProbe()
+	o.analyse(p.snapshot(), t0, resumeAfter, sig == syscall.SIGKILL)
+	for _, s := range survivors {
+		if err := o.readLog(s.logPath, offsets[s.name], t0, leader.name); err != nil {
+			return o, err
+		}
+	}
+	if sig != syscall.SIGKILL {
+		o.handover = handoverLogged(leader.logPath, offsets[leader.name])
+	}
+	o.errs.explain(via.logPath)
+	if l, err := c.leaderOf(ctx, via); err == nil {
+		o.viaLead = l == via
+	}
+	return o, nil
+}
 
-	// Attempts run one after the other: each starts after the previous
-	// one ended.
-	as := p.snapshot()
+// analyse computes the outage from the probe's attempts: the leader was
+// stopped at t0, and the outage is over with the first successful write
+// whose manifest PUT was sent at or after resumeAfter. Attempts run one
+// after the other: each starts after the previous one ended.
+func (o *outage) analyse(as []attempt, t0, resumeAfter time.Time, kill bool) {
 	var last time.Time // the end of the last successful write so far
 	for _, a := range as {
 		if a.err == nil && a.end.Before(t0) {
@@ -237,7 +266,7 @@ func measureOutage(ctx context.Context, c *berthCluster, leader, via *server, si
 			o.errs.add(a.err)
 			continue
 		}
-		if sig == syscall.SIGKILL {
+		if kill {
 			if !a.mid.Before(t0) {
 				o.gap, o.resumed = a.end.Sub(t0), a
 			}
@@ -246,32 +275,68 @@ func measureOutage(ctx context.Context, c *berthCluster, leader, via *server, si
 		}
 		last = a.end
 		if !a.mid.Before(resumeAfter) {
-			break
+			return
 		}
 	}
-	for _, s := range survivors {
-		evs, err := readLogEvents(s.logPath, offsets[s.name])
-		if err != nil {
-			return o, err
+}
+
+// readLog reads, from a survivor's log written since offset, when it
+// started an election and when it saw a leader other than old.
+func (o *outage) readLog(path string, offset int64, t0 time.Time, old string) error {
+	evs, err := readLogEvents(path, offset)
+	if err != nil {
+		return err
+	}
+	for _, e := range evs {
+		d := e.Time.Sub(t0)
+		if d < 0 {
+			continue
 		}
-		for _, e := range evs {
-			d := e.Time.Sub(t0)
-			if d < 0 {
-				continue
-			}
-			if e.Msg == msgElection && (o.detected == 0 || d < o.detected) {
-				o.detected = d
-			}
-			if e.Msg == msgNewLeader && e.Leader != "" && e.Leader != leader.name && (o.elected == 0 || d < o.elected) {
-				o.elected = d
-			}
+		if e.Msg == msgElection && (o.detected == 0 || d < o.detected) {
+			o.detected = d
+		}
+		switch {
+		case e.Msg == msgNewLeader && e.Leader != "" && e.Leader != old && (o.elected == 0 || d < o.elected):
+			o.elected = d
+		case e.Msg == msgRestart && (o.elected == 0 || d < o.elected):
+			o.restarts++
+		case e.Msg == msgStickyNo && (o.elected == 0 || d < o.elected):
+			o.refusals++
 		}
 	}
-	o.errs.explain(via.logPath)
-	if l, err := c.leaderOf(ctx, via); err == nil {
-		o.viaLead = l == via
+	return nil
+}
+
+// handoverLogged returns what a stopped leader logged, since offset, of
+// handing its leadership over: msgHandedOver, or msgNoHandover with the
+// error ("" if neither).
+func handoverLogged(path string, offset int64) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
 	}
-	return o, nil
+	defer f.Close()
+	if _, err := f.Seek(offset, io.SeekStart); err != nil {
+		return ""
+	}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		var e struct {
+			Msg   string `json:"msg"`
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(sc.Bytes(), &e) != nil {
+			continue
+		}
+		switch e.Msg {
+		case msgHandedOver:
+			return e.Msg
+		case msgNoHandover:
+			return e.Msg + ": " + e.Error
+		}
+	}
+	return ""
 }
 
 func lastErr(as []attempt) error {
@@ -306,7 +371,7 @@ func readLogEvents(path string, offset int64) ([]logEvent, error) {
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		var e logEvent
-		if json.Unmarshal(sc.Bytes(), &e) == nil && (e.Msg == msgElection || e.Msg == msgNewLeader) {
+		if json.Unmarshal(sc.Bytes(), &e) == nil && (e.Msg == msgElection || e.Msg == msgNewLeader || e.Msg == msgRestart || e.Msg == msgStickyNo) {
 			out = append(out, e)
 		}
 	}

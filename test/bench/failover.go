@@ -1,13 +1,10 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/url"
 	"os"
 	"slices"
@@ -311,32 +308,17 @@ func (o *outage) readLog(path string, offset int64, t0 time.Time, old string) er
 // handing its leadership over: msgHandedOver, or msgNoHandover with the
 // error ("" if neither).
 func handoverLogged(path string, offset int64) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	if _, err := f.Seek(offset, io.SeekStart); err != nil {
-		return ""
-	}
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		var e struct {
-			Msg   string `json:"msg"`
-			Error string `json:"error"`
-		}
-		if json.Unmarshal(sc.Bytes(), &e) != nil {
-			continue
-		}
-		switch e.Msg {
+	var out string
+	_ = scanLog(path, offset, func(l logLine) bool {
+		switch l.Msg {
 		case msgHandedOver:
-			return e.Msg
+			out = l.Msg
 		case msgNoHandover:
-			return e.Msg + ": " + e.Error
+			out = l.Msg + ": " + l.Error
 		}
-	}
-	return ""
+		return out == ""
+	})
+	return out
 }
 
 func lastErr(as []attempt) error {
@@ -348,34 +330,18 @@ func lastErr(as []attempt) error {
 	return errors.New("no attempt failed either")
 }
 
-// logEvent is the part of a node's JSON log line the measurements read.
-type logEvent struct {
-	Time   time.Time `json:"time"`
-	Msg    string    `json:"msg"`
-	Leader string    `json:"leader"`
-}
-
-// readLogEvents reads the JSON log lines of path from offset on; lines
-// that are not JSON (a panic's trace) are skipped.
-func readLogEvents(path string, offset int64) ([]logEvent, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	if _, err := f.Seek(offset, io.SeekStart); err != nil {
-		return nil, err
-	}
-	var out []logEvent
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		var e logEvent
-		if json.Unmarshal(sc.Bytes(), &e) == nil && (e.Msg == msgElection || e.Msg == msgNewLeader || e.Msg == msgRestart || e.Msg == msgStickyNo) {
-			out = append(out, e)
+// readLogEvents reads the lines of the node log at path, from offset on,
+// that tell of elections and leaders.
+func readLogEvents(path string, offset int64) ([]logLine, error) {
+	var out []logLine
+	err := scanLog(path, offset, func(l logLine) bool {
+		switch l.Msg {
+		case msgElection, msgNewLeader, msgRestart, msgStickyNo:
+			out = append(out, l)
 		}
-	}
-	return out, sc.Err()
+		return true
+	})
+	return out, err
 }
 
 // measureFailovers stops the leader n times with sig, each time while a

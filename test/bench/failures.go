@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bufio"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 )
@@ -69,35 +67,22 @@ func (f *failures) explain(path string) {
 	if len(want) == 0 {
 		return
 	}
-	file, err := os.Open(path)
-	if err != nil {
-		return
-	}
-	defer file.Close()
-	sc := bufio.NewScanner(file)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		var line struct {
-			Level     string `json:"level"`
-			Msg       string `json:"msg"`
-			RequestID string `json:"request_id"`
-			Err       string `json:"err"`
-			Error     string `json:"error"`
+	_ = scanLog(path, 0, func(l logLine) bool {
+		if l.Msg == "request" || (l.Level != "WARN" && l.Level != "ERROR") {
+			return true
 		}
-		if json.Unmarshal(sc.Bytes(), &line) != nil || line.Msg == "request" || (line.Level != "WARN" && line.Level != "ERROR") {
-			continue
-		}
-		kind, ok := want[line.RequestID]
+		kind, ok := want[l.RequestID]
 		if !ok {
-			continue
+			return true
 		}
-		text := line.Level + " " + line.Msg
-		if e := line.Err + line.Error; e != "" {
+		text := l.Level + " " + l.Msg
+		if e := l.Err + l.Error; e != "" {
 			text += ": " + e
 		}
-		f.log[kind] = fmt.Sprintf("%s (%s)", text, path[strings.LastIndexByte(path, '/')+1:])
-		delete(want, line.RequestID)
-	}
+		f.log[kind] = fmt.Sprintf("%s (%s)", text, filepath.Base(path))
+		delete(want, l.RequestID)
+		return len(want) > 0
+	})
 }
 
 // print prints the failures, the most frequent first, each with what the

@@ -44,7 +44,7 @@ test-e2e: build ## conformance suite, real clients and kill -9 tests against bin
 
 DISTRIBUTION_VERSION := v3.1.2
 BENCH_ARGS ?=
-bench: build ## berth vs the CNCF distribution registry, side by side (BENCH_ARGS=-quick for a short run)
+bench: build ## berth vs distribution side by side, then a 3-node cluster: push and failover (~10 min; BENCH_ARGS=-quick)
 	@if [ ! -x "$(GOBIN_DIR)/registry" ]; then \
 		echo "installing distribution $(DISTRIBUTION_VERSION) into $(GOBIN_DIR)"; \
 		GOFLAGS= $(GO) install github.com/distribution/distribution/v3/cmd/registry@$(DISTRIBUTION_VERSION); \

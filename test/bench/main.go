@@ -4,7 +4,15 @@
 // latency percentiles and server CPU per request, and small-image pushes per
 // second as a repository grows.
 //
-//	go run ./test/bench [-quick] [-tags 10000] [-blob-mb 32] ...
+// Then it measures a berth cluster of real processes on loopback: the same
+// push workloads against its leader and a follower next to single-node
+// berth, with where the time goes (from the nodes' /metrics); and failover:
+// the leader is killed (SIGKILL) and stopped (SIGTERM) over and over while a
+// probe writes through another node, and the time until writes succeed
+// again is printed as a distribution. Every process shares the machine's
+// cores and disk, which the output says.
+//
+//	go run ./test/bench [-quick] [-tags 10000] [-blob-mb 32] [-cluster=false] [-kills 20] ...
 package main
 
 import (
@@ -19,6 +27,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -36,6 +45,14 @@ type options struct {
 	smallWorkers      int
 	keep              bool
 	only              string
+	dataDir           string
+
+	cluster          bool
+	clusterNodes     int
+	clusterTags      int
+	clusterRounds    int
+	clusterPush      bool
+	kills, handovers int
 }
 
 // result is what one registry measured.
@@ -43,7 +60,8 @@ type result struct {
 	pushMBs, pullMBs     float64
 	head, get            rateResult
 	smallRate            float64
-	smallFirst, smallEnd float64 // pushes/s in the first and the last bucket of tags
+	smallFirst, smallEnd float64  // pushes/s in the first and the last bucket of tags
+	retried              failures // temporary failures retried
 }
 
 type rateResult struct {
@@ -64,11 +82,39 @@ func main() {
 	flag.IntVar(&o.bucket, "bucket", 1000, "tags per bucket when reporting how the push rate changes")
 	flag.IntVar(&o.smallWorkers, "small-workers", 8, "parallel small-image pushes")
 	flag.BoolVar(&o.keep, "keep", false, "keep the data directories")
-	flag.StringVar(&o.only, "only", "", "measure only this registry (berth or distribution)")
-	quick := flag.Bool("quick", false, "a short run (1,000 tags, 4 blobs, 2 s rate tests)")
+	flag.StringVar(&o.dataDir, "data-dir", "", "where the registries' data directories go (default: $TMPDIR); a tmpfs such as /dev/shm takes the disk out of the measurement")
+	flag.StringVar(&o.only, "only", "", "measure only this: berth, distribution (the side-by-side table) or cluster (the cluster tables)")
+	flag.BoolVar(&o.cluster, "cluster", true, "also measure a berth cluster: push throughput against its leader and a follower, and failover")
+	flag.IntVar(&o.clusterNodes, "cluster-nodes", 3, "nodes of the cluster")
+	flag.IntVar(&o.clusterTags, "cluster-tags", 2000, "small images pushed in the cluster push comparison")
+	flag.IntVar(&o.clusterRounds, "cluster-rounds", 3, "rounds of the cluster push comparison; the single node, the leader and the follower take turns")
+	flag.BoolVar(&o.clusterPush, "cluster-push", true, "measure cluster push throughput (-cluster-push=false: failover only)")
+	flag.IntVar(&o.kills, "kills", 20, "SIGKILLs of the cluster's leader (0: none)")
+	flag.IntVar(&o.handovers, "handovers", 10, "SIGTERMs of the cluster's leader (0: none)")
+	quick := flag.Bool("quick", false, "a short run (1,000 tags, 4 blobs, 2 s rate tests; cluster: 500 tags in 2 rounds, 5 kills, 3 handovers)")
 	flag.Parse()
 	if *quick {
-		o.tags, o.bucket, o.blobs, o.duration = 1000, 250, 4, 2*time.Second
+		// -quick changes the defaults; a flag given explicitly wins.
+		set := map[string]bool{}
+		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		quickDefault(set, "tags", &o.tags, 1000)
+		quickDefault(set, "bucket", &o.bucket, 250)
+		quickDefault(set, "blobs", &o.blobs, 4)
+		quickDefault(set, "duration", &o.duration, 2*time.Second)
+		quickDefault(set, "cluster-tags", &o.clusterTags, 500)
+		quickDefault(set, "cluster-rounds", &o.clusterRounds, 2)
+		quickDefault(set, "kills", &o.kills, 5)
+		quickDefault(set, "handovers", &o.handovers, 3)
+	}
+	switch o.only {
+	case "", "berth", "distribution", "cluster":
+	default:
+		fmt.Fprintf(os.Stderr, "bench: -only %q: want berth, distribution or cluster\n", o.only)
+		os.Exit(2)
+	}
+	if o.clusterNodes < 2 {
+		fmt.Fprintln(os.Stderr, "bench: -cluster-nodes must be at least 2")
+		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -78,8 +124,15 @@ func main() {
 	}
 }
 
+// quickDefault sets *p to v unless flag name was given.
+func quickDefault[T any](set map[string]bool, name string, p *T, v T) {
+	if !set[name] {
+		*p = v
+	}
+}
+
 func run(ctx context.Context, o options) error {
-	dir, err := os.MkdirTemp("", "berth-bench-")
+	dir, err := os.MkdirTemp(o.dataDir, "berth-bench-")
 	if err != nil {
 		return err
 	}
@@ -95,13 +148,57 @@ func run(ctx context.Context, o options) error {
 			return fmt.Errorf("build berth: %w", err)
 		}
 	}
-	if o.distBin == "" {
+	sideBySide := o.only != "cluster"
+	withCluster := o.cluster && (o.only == "" || o.only == "cluster")
+	if o.distBin == "" && (o.only == "" || o.only == "distribution") {
 		if o.distBin, err = findDistribution(); err != nil {
 			return err
 		}
 	}
-	fmt.Printf("berth bench: %d × %d MiB blobs, %d workers; manifest tests %s; %d small images, %d workers\n\n",
+	begin := time.Now()
+	fmt.Printf("berth bench: %d × %d MiB blobs, %d workers; manifest tests %s; %d small images, %d workers\n",
 		o.blobs, o.blobMB, o.workers, o.duration, o.tags, o.smallWorkers)
+	if withCluster {
+		fmt.Printf("cluster: %d nodes; %d small images; %d leader kills, %d leader handovers\n",
+			o.clusterNodes, o.clusterTags, o.kills, o.handovers)
+	}
+	fmt.Printf("machine: %d cores, load average %s at the start; data in %s (every registry process and this load generator share the cores and the disk)\n\n",
+		runtime.NumCPU(), loadAverage(), dir)
+	if sideBySide {
+		if err := runSideBySide(ctx, o, dir); err != nil {
+			return err
+		}
+	}
+	if withCluster {
+		r, err := measureCluster(ctx, o, dir)
+		if err != nil {
+			if o.keep {
+				return fmt.Errorf("cluster: %w (data and logs in %s)", err, dir)
+			}
+			return fmt.Errorf("cluster: %w (run with -keep to keep the nodes' logs)", err)
+		}
+		printCluster(os.Stdout, r, o)
+	}
+	fmt.Printf("\nbench took %s; load average %s at the end\n", time.Since(begin).Round(time.Second), loadAverage())
+	return nil
+}
+
+// loadAverage is the 1-, 5- and 15-minute load average ("?" if unknown).
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// runSideBySide measures berth and distribution, one after the other, and
+// prints their table.
+func runSideBySide(ctx context.Context, o options, dir string) error {
 
 	starters := []struct {
 		name  string
@@ -165,16 +262,17 @@ func measure(ctx context.Context, srv *server, o options) (result, error) {
 		blobs[i] = make([]byte, o.blobMB<<20)
 		_, _ = rand.Read(blobs[i])
 	}
-	start := time.Now()
-	err := runParallel(ctx, len(blobs), o.workers, func(ctx context.Context, i int) error {
-		return c.pushBlob(ctx, "bench/blobs", blobs[i])
-	})
-	if err != nil {
-		return r, fmt.Errorf("blob push: %w", err)
+	var err error
+	var rt retries
+	defer func() {
+		r.retried = rt.counts()
+		r.retried.explain(srv.logPath)
+	}()
+	if r.pushMBs, err = pushBlobs(ctx, c, "bench/blobs", blobs, o.workers, &rt); err != nil {
+		return r, err
 	}
 	total := float64(o.blobs * o.blobMB) // MiB
-	r.pushMBs = total / time.Since(start).Seconds()
-	start = time.Now()
+	start := time.Now()
 	err = runParallel(ctx, len(blobs), o.workers, func(ctx context.Context, i int) error {
 		resp, err := c.do(ctx, http.MethodGet, "/v2/bench/blobs/blobs/"+digestOf(blobs[i]), nil, 0, nil)
 		if err != nil {
@@ -219,33 +317,67 @@ func measure(ctx context.Context, srv *server, o options) (result, error) {
 	}
 
 	// Small-image pushes as the repository grows.
+	sr, err := pushSmallImages(ctx, c, "bench/small", o.tags, o.smallWorkers, o.bucket, &rt)
+	if err != nil {
+		return r, err
+	}
+	r.smallRate, r.smallFirst, r.smallEnd = sr.rate, sr.first, sr.last
+	return r, nil
+}
+
+// pushBlobs pushes blobs into repo on workers goroutines and returns the
+// throughput in MiB/s.
+func pushBlobs(ctx context.Context, c *client, repo string, blobs [][]byte, workers int, rt *retries) (float64, error) {
+	start := time.Now()
+	err := runParallel(ctx, len(blobs), workers, func(ctx context.Context, i int) error {
+		return rt.do(ctx, func() error { return c.pushBlob(ctx, repo, blobs[i]) })
+	})
+	if err != nil {
+		return 0, fmt.Errorf("blob push: %w", err)
+	}
+	var total float64
+	for _, b := range blobs {
+		total += float64(len(b)) / (1 << 20)
+	}
+	return total / time.Since(start).Seconds(), nil
+}
+
+// smallResult is the small-image push rate over all the tags, and in the
+// first and the last bucket of them.
+type smallResult struct {
+	rate, first, last float64 // images/s
+}
+
+// pushSmallImages pushes n small images by tag into repo on workers
+// goroutines, and reports the rate every bucket tags on stderr.
+func pushSmallImages(ctx context.Context, c *client, repo string, n, workers, bucket int, rt *retries) (smallResult, error) {
 	var (
 		mu          sync.Mutex // guards done, bucketStart and rates
 		done        int
 		bucketStart = time.Now()
 		rates       []float64
 	)
-	start = time.Now()
-	err = runParallel(ctx, o.tags, o.smallWorkers, func(ctx context.Context, i int) error {
-		if err := c.pushSmallImage(ctx, "bench/small", fmt.Sprintf("t%05d", i)); err != nil {
+	start := time.Now()
+	err := runParallel(ctx, n, workers, func(ctx context.Context, i int) error {
+		if err := rt.do(ctx, func() error { return c.pushSmallImage(ctx, repo, fmt.Sprintf("t%05d", i)) }); err != nil {
 			return err
 		}
 		mu.Lock()
 		defer mu.Unlock()
-		if done++; done%o.bucket == 0 {
+		if done++; done%bucket == 0 {
 			now := time.Now()
-			rates = append(rates, float64(o.bucket)/now.Sub(bucketStart).Seconds())
+			rates = append(rates, float64(bucket)/now.Sub(bucketStart).Seconds())
 			bucketStart = now
-			fmt.Fprintf(os.Stderr, "  %s: %d small images pushed (%.0f/s)\n", srv.name, done, rates[len(rates)-1])
+			fmt.Fprintf(os.Stderr, "  %s: %d small images pushed (%.0f/s)\n", c.srv.name, done, rates[len(rates)-1])
 		}
 		return nil
 	})
 	if err != nil {
-		return r, fmt.Errorf("small-image push: %w", err)
+		return smallResult{}, fmt.Errorf("small-image push: %w", err)
 	}
-	r.smallRate = float64(o.tags) / time.Since(start).Seconds()
+	r := smallResult{rate: float64(n) / time.Since(start).Seconds()}
 	if len(rates) > 0 {
-		r.smallFirst, r.smallEnd = rates[0], rates[len(rates)-1]
+		r.first, r.last = rates[0], rates[len(rates)-1]
 	}
 	return r, nil
 }
@@ -319,4 +451,16 @@ func printTable(w io.Writer, b, d result, o options) {
 	if b.smallFirst > 0 {
 		fmt.Fprintf(w, "\nberth small-image push rate, last bucket / first bucket: %.2f (1.00 is flat)\n", b.smallEnd/b.smallFirst)
 	}
+	printRetries(w, "berth", b.retried)
+	printRetries(w, "distribution", d.retried)
+}
+
+// printRetries says which temporary failures (429, 5xx) a registry's
+// pushes were retried after, if any.
+func printRetries(w io.Writer, name string, f failures) {
+	if f.total() == 0 {
+		return
+	}
+	fmt.Fprintf(w, "%s: pushes retried after temporary failures (as docker retries them):\n", name)
+	f.print(w)
 }

@@ -15,14 +15,22 @@ import (
 	"time"
 )
 
-// server is one registry process under test.
+// server is one registry process under test. It keeps how it was started,
+// so that a killed cluster node can be started again on its data.
 type server struct {
 	name     string
 	url      string // http://127.0.0.1:PORT
 	user     string
 	password string
-	cmd      *exec.Cmd
-	logFile  *os.File
+
+	bin       string
+	args, env []string
+	logPath   string
+	readyPath string
+
+	cmd     *exec.Cmd
+	logFile *os.File
+	exited  chan struct{} // closed once cmd has been waited for
 }
 
 // freePort asks the kernel for a free loopback port.
@@ -45,15 +53,20 @@ func startBerth(ctx context.Context, bin, dir string) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &server{name: "berth", url: fmt.Sprintf("http://127.0.0.1:%d", httpPort), user: "admin", password: "bench-" + strconv.Itoa(httpPort)}
-	cmd := exec.Command(bin, "serve",
-		"--addr", fmt.Sprintf("127.0.0.1:%d", httpPort),
-		"--raft-addr", fmt.Sprintf("127.0.0.1:%d", raftPort),
-		"--data", filepath.Join(dir, "data"),
-		"--gc-interval", "0s",
-		"--log-format", "json", "--log-level", "warn")
-	cmd.Env = append(os.Environ(), "BERTH_ADMIN_PASSWORD="+s.password)
-	return s, s.start(ctx, cmd, dir, "/readyz")
+	s := &server{
+		name: "berth", url: fmt.Sprintf("http://127.0.0.1:%d", httpPort),
+		user: "admin", password: "bench-" + strconv.Itoa(httpPort),
+		bin: bin,
+		args: []string{"serve",
+			"--addr", fmt.Sprintf("127.0.0.1:%d", httpPort),
+			"--raft-addr", fmt.Sprintf("127.0.0.1:%d", raftPort),
+			"--data", filepath.Join(dir, "data"),
+			"--gc-interval", "0s",
+			"--log-format", "json", "--log-level", "warn"},
+		logPath: filepath.Join(dir, "berth.log"), readyPath: "/readyz",
+	}
+	s.env = []string{"BERTH_ADMIN_PASSWORD=" + s.password}
+	return s, s.start(ctx)
 }
 
 // startDistribution starts the CNCF distribution registry with filesystem
@@ -86,62 +99,125 @@ http:
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
-	s := &server{name: "distribution", url: fmt.Sprintf("http://127.0.0.1:%d", port)}
-	cmd := exec.Command(bin, "serve", cfgPath)
-	cmd.Env = append(os.Environ(), "OTEL_TRACES_EXPORTER=none", "OTEL_SDK_DISABLED=true")
-	return s, s.start(ctx, cmd, dir, "/v2/")
+	s := &server{
+		name: "distribution", url: fmt.Sprintf("http://127.0.0.1:%d", port),
+		bin: bin, args: []string{"serve", cfgPath},
+		env:     []string{"OTEL_TRACES_EXPORTER=none", "OTEL_SDK_DISABLED=true"},
+		logPath: filepath.Join(dir, "distribution.log"), readyPath: "/v2/",
+	}
+	return s, s.start(ctx)
 }
 
-func (s *server) start(ctx context.Context, cmd *exec.Cmd, dir, readyPath string) error {
-	lf, err := os.Create(filepath.Join(dir, s.name+".log"))
+// start starts the process (again, after stop or kill: its log is appended
+// to) and waits until readyPath answers 200.
+func (s *server) start(ctx context.Context) error {
+	lf, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return err
 	}
 	s.logFile = lf
+	cmd := exec.Command(s.bin, s.args...)
+	cmd.Env = append(os.Environ(), s.env...)
 	cmd.Stdout, cmd.Stderr = lf, lf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
+		lf.Close()
 		return fmt.Errorf("start %s: %w", s.name, err)
 	}
 	s.cmd = cmd
-	deadline := time.Now().Add(60 * time.Second)
+	s.exited = make(chan struct{})
+	go func() { _ = cmd.Wait(); close(s.exited) }()
+	if err := s.waitReady(ctx, 60*time.Second); err != nil {
+		s.stop()
+		return err
+	}
+	return nil
+}
+
+// waitReady polls readyPath until it answers 200.
+func (s *server) waitReady(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		resp, err := http.Get(s.url + readyPath)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
+		if !s.running() {
+			return fmt.Errorf("%s exited while starting; see %s", s.name, s.logPath)
 		}
-		time.Sleep(100 * time.Millisecond)
+		if s.ready(ctx) {
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	s.stop()
-	return fmt.Errorf("%s did not become ready; see %s", s.name, lf.Name())
+	return fmt.Errorf("%s did not become ready in %s; see %s", s.name, timeout, s.logPath)
 }
 
+// ready reports whether readyPath answers 200 right now.
+func (s *server) ready(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.url+s.readyPath, nil)
+	if err != nil {
+		return false
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// running reports whether the process was started and has not exited.
+func (s *server) running() bool {
+	if s.exited == nil {
+		return false
+	}
+	select {
+	case <-s.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// stop sends SIGTERM and waits for the process to exit (SIGKILL after
+// 15 s).
 func (s *server) stop() {
-	if s.cmd != nil && s.cmd.Process != nil {
+	if s.running() {
 		_ = s.cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = s.cmd.Wait(); close(done) }()
 		select {
-		case <-done:
+		case <-s.exited:
 		case <-time.After(15 * time.Second):
 			_ = s.cmd.Process.Kill()
-			<-done
+			<-s.exited
 		}
 	}
+	s.closeLog()
+}
+
+// kill sends SIGKILL and waits for the process to be gone.
+func (s *server) kill() {
+	if s.running() {
+		_ = s.cmd.Process.Kill()
+		<-s.exited
+	}
+	s.closeLog()
+}
+
+func (s *server) closeLog() {
 	if s.logFile != nil {
 		s.logFile.Close()
+		s.logFile = nil
 	}
 }
 
 // cpuSeconds returns the user+system CPU time the server process has used.
-func (s *server) cpuSeconds() (float64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.cmd.Process.Pid))
+func (s *server) cpuSeconds() (float64, error) { return procCPU(s.cmd.Process.Pid) }
+
+// procCPU returns the user+system CPU time process pid has used.
+func procCPU(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0, err
 	}

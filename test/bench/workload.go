@@ -7,11 +7,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,6 +56,93 @@ func drain(resp *http.Response) {
 	resp.Body.Close()
 }
 
+// statusError is an answer with another status than the one expected.
+type statusError struct {
+	op     string // "PUT upload"
+	code   int
+	status string
+	reason string // the OCI error's code and message, or the start of the body
+	// requestID is the answer's X-Request-Id: the server logs the
+	// request's errors with it.
+	requestID string
+}
+
+func (e *statusError) Error() string {
+	if e.reason == "" {
+		return e.op + ": " + e.status
+	}
+	return e.op + ": " + e.status + ": " + e.reason
+}
+
+// expect drains resp and returns a *statusError unless its status is want.
+func expect(resp *http.Response, op string, want int) error {
+	if resp.StatusCode == want {
+		drain(resp)
+		return nil
+	}
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	drain(resp)
+	e := &statusError{op: op, code: resp.StatusCode, status: resp.Status, reason: strings.TrimSpace(string(b)), requestID: resp.Header.Get("X-Request-Id")}
+	var oci struct {
+		Errors []struct{ Code, Message string } `json:"errors"`
+	}
+	if json.Unmarshal(b, &oci) == nil && len(oci.Errors) > 0 {
+		e.reason = oci.Errors[0].Code + " " + oci.Errors[0].Message
+	} else if len(e.reason) > 200 {
+		e.reason = e.reason[:200]
+	}
+	return e
+}
+
+// temporary reports whether err is an answer a client retries: 429 or 5xx.
+func temporary(err error) bool {
+	var se *statusError
+	return errors.As(err, &se) && (se.code == http.StatusTooManyRequests || se.code >= 500)
+}
+
+// Retries of a temporary failure, as docker does them.
+const (
+	retryAttempts = 5
+	retryBackoff  = 50 * time.Millisecond
+)
+
+// retries runs writes, retrying temporary failures, and counts them by
+// error.
+type retries struct {
+	mu     sync.Mutex
+	failed failures
+}
+
+// do runs fn until it succeeds, fails otherwise than temporarily, or has
+// failed retryAttempts times.
+func (r *retries) do(ctx context.Context, fn func() error) error {
+	backoff := retryBackoff
+	for attempt := 1; ; attempt++ {
+		err := fn()
+		if err == nil || !temporary(err) || attempt == retryAttempts || ctx.Err() != nil {
+			return err
+		}
+		r.mu.Lock()
+		r.failed.add(err)
+		r.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff *= 2
+	}
+}
+
+// counts returns the retried failures.
+func (r *retries) counts() failures {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var f failures
+	f.merge(r.failed)
+	return f
+}
+
 func digestOf(b []byte) string {
 	sum := sha256.Sum256(b)
 	return "sha256:" + hex.EncodeToString(sum[:])
@@ -66,9 +155,8 @@ func (c *client) pushBlob(ctx context.Context, repo string, data []byte) error {
 	if err != nil {
 		return err
 	}
-	drain(resp)
-	if resp.StatusCode != http.StatusAccepted {
-		return fmt.Errorf("POST upload: %s", resp.Status)
+	if err := expect(resp, "POST upload", http.StatusAccepted); err != nil {
+		return err
 	}
 	loc, err := c.location(resp)
 	if err != nil {
@@ -78,9 +166,8 @@ func (c *client) pushBlob(ctx context.Context, repo string, data []byte) error {
 	if err != nil {
 		return err
 	}
-	drain(resp)
-	if resp.StatusCode != http.StatusAccepted {
-		return fmt.Errorf("PATCH upload: %s", resp.Status)
+	if err := expect(resp, "PATCH upload", http.StatusAccepted); err != nil {
+		return err
 	}
 	if loc, err = c.location(resp); err != nil {
 		return err
@@ -104,9 +191,8 @@ func (c *client) pushSmallBlob(ctx context.Context, repo string, data []byte) (s
 	if err != nil {
 		return "", err
 	}
-	drain(resp)
-	if resp.StatusCode != http.StatusAccepted {
-		return "", fmt.Errorf("POST upload: %s", resp.Status)
+	if err := expect(resp, "POST upload", http.StatusAccepted); err != nil {
+		return "", err
 	}
 	loc, err := c.location(resp)
 	if err != nil {
@@ -131,11 +217,7 @@ func (c *client) putDigest(ctx context.Context, loc, d string, data []byte) erro
 	if err != nil {
 		return err
 	}
-	drain(resp)
-	if resp.StatusCode != http.StatusCreated {
-		return fmt.Errorf("PUT upload: %s", resp.Status)
-	}
-	return nil
+	return expect(resp, "PUT upload", http.StatusCreated)
 }
 
 func (c *client) location(resp *http.Response) (string, error) {
@@ -157,11 +239,7 @@ func (c *client) putManifest(ctx context.Context, repo, ref string, body []byte)
 	if err != nil {
 		return err
 	}
-	drain(resp)
-	if resp.StatusCode != http.StatusCreated {
-		return fmt.Errorf("PUT manifest: %s", resp.Status)
-	}
-	return nil
+	return expect(resp, "PUT manifest", http.StatusCreated)
 }
 
 // imageManifest builds an OCI image manifest for a config and one layer.

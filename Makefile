@@ -51,6 +51,16 @@ bench: build ## berth vs the CNCF distribution registry, side by side (BENCH_ARG
 	fi
 	$(GO) run ./test/bench -berth $(CURDIR)/$(BIN) -distribution $(GOBIN_DIR)/registry $(BENCH_ARGS)
 
+# The scratch image of bin/berth (Dockerfile). The two empty directories are
+# made here, with their modes, because the build has no shell to make them.
+IMAGE ?= berth:dev
+.PHONY: image
+
+image: build ## build the scratch image berth:dev (IMAGE=name:tag to rename) holding bin/berth
+	rm -rf bin/image && mkdir -p bin/image/data bin/image/tmp
+	chmod 0700 bin/image/data && chmod 1777 bin/image/tmp
+	docker build -t $(IMAGE) .
+
 lint: fmt-check vet staticcheck ## gofmt, go vet and staticcheck
 
 fmt-check:

@@ -54,12 +54,21 @@ bench: build ## berth vs the CNCF distribution registry, side by side (BENCH_ARG
 # The scratch image of bin/berth (Dockerfile). The two empty directories are
 # made here, with their modes, because the build has no shell to make them.
 IMAGE ?= berth:dev
-.PHONY: image
+# The compose CLI: the `docker compose` plugin where it exists, else the
+# standalone docker-compose.
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo 'docker compose' || echo docker-compose)
+.PHONY: image cluster-up cluster-down
 
 image: build ## build the scratch image berth:dev (IMAGE=name:tag to rename) holding bin/berth
 	rm -rf bin/image && mkdir -p bin/image/data bin/image/tmp
 	chmod 0700 bin/image/data && chmod 1777 bin/image/tmp
 	docker build -t $(IMAGE) .
+
+cluster-up: image ## run a three-node cluster in Docker (deploy/compose) and wait until it is ready
+	COMPOSE='$(COMPOSE)' BERTH_IMAGE=$(IMAGE) deploy/compose/cluster.sh up
+
+cluster-down: ## stop the compose cluster; its volumes stay (ARGS=-v removes them)
+	COMPOSE='$(COMPOSE)' BERTH_IMAGE=$(IMAGE) deploy/compose/cluster.sh down $(ARGS)
 
 lint: fmt-check vet staticcheck ## gofmt, go vet and staticcheck
 

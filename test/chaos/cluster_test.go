@@ -106,6 +106,11 @@ func runClusterChaos(t *testing.T, ctx context.Context, cfg Config, env *Env, c 
 	stop()
 	r.Injected = faults.Log()
 	r.Workload = work.Stats()
+	r.Acked = ledger.Len()
+	if ctx.Err() != nil {
+		r.Fail("stopped before the checks: %v", context.Cause(ctx))
+		return
+	}
 	for _, in := range r.Injected {
 		if strings.HasPrefix(in.Err, "heal") || strings.HasPrefix(in.Err, "no write succeeded") {
 			r.Fail("%s", in)
@@ -136,7 +141,6 @@ func runClusterChaos(t *testing.T, ctx context.Context, cfg Config, env *Env, c 
 	}
 
 	images := ledger.Images()
-	r.Acked = len(images)
 	r.Images = CheckImages(ctx, client, c.Nodes, images)
 	if r.Images.LostImages > 0 {
 		r.Fail("%d of %d acknowledged images are not served intact by every node; first ones:\n%s",

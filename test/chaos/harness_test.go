@@ -3,7 +3,9 @@ package chaos
 import (
 	"context"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -23,15 +25,17 @@ func chaosConfig(t *testing.T) Config {
 	return cfg
 }
 
-// testContext ends a minute before the test's deadline, leaving time to
-// heal, report and clean up.
+// testContext ends a minute before the test's deadline, or at Ctrl-C,
+// leaving time to heal, report and clean up.
 func testContext(t *testing.T) context.Context {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	t.Cleanup(stop)
 	if dl, ok := t.Deadline(); ok {
-		ctx, cancel = context.WithDeadline(context.Background(), dl.Add(-time.Minute))
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, dl.Add(-time.Minute))
+		t.Cleanup(cancel)
 	}
-	t.Cleanup(cancel)
 	return ctx
 }
 

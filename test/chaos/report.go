@@ -101,7 +101,7 @@ func (r *Report) Write(w io.Writer) error {
 	}
 
 	s := r.Workload
-	line("pushes", "%d attempted, %d acknowledged (+%d failover probes), %d lost; not acknowledged: %d gave up, %d rejected, %d interrupted; %d attempts",
+	line("pushes", "%d attempted, %d acknowledged (and %d failover probes), %d lost; not acknowledged: %d gave up, %d rejected, %d interrupted; %d attempts",
 		s.PushesStarted, s.PushesAcked, r.Acked-s.PushesAcked, r.Images.LostImages,
 		s.PushesFailed, s.PushesRejected, s.PushesInterrupted, s.Attempts)
 	line("pulls", "%d ok, %d failed: %d unavailable, %d not found during a fault, %d false not found, %d refused, %d wrong content",

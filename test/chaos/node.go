@@ -65,24 +65,46 @@ func (n *Node) docker(ctx context.Context, args ...string) error {
 	return err
 }
 
-// containerState is what Heal needs to know of a container.
+// containerState is what Heal needs to know of a container, and what an
+// error needs to say about one that does not come up.
 type containerState struct {
 	Running   bool
 	Paused    bool
 	Connected bool
+	ExitCode  int  // of the last exit: 137 after a SIGKILL, 0 after a clean stop
+	OOMKilled bool // the kernel killed it for memory
+}
+
+func (s containerState) String() string {
+	switch {
+	case s.Paused:
+		return "paused"
+	case !s.Running && s.OOMKilled:
+		return "exited: killed for memory"
+	case !s.Running:
+		return fmt.Sprintf("exited with status %d", s.ExitCode)
+	case !s.Connected:
+		return "running, off the network"
+	}
+	return "running"
 }
 
 func (n *Node) state(ctx context.Context) (containerState, error) {
-	format := fmt.Sprintf(`{{.State.Running}} {{.State.Paused}} {{if index .NetworkSettings.Networks %q}}true{{else}}false{{end}}`, n.env.Network)
+	format := fmt.Sprintf(`{{.State.Running}} {{.State.Paused}} {{if index .NetworkSettings.Networks %q}}true{{else}}false{{end}} {{.State.ExitCode}} {{.State.OOMKilled}}`, n.env.Network)
 	out, err := n.env.Docker.Run(ctx, nil, "inspect", "--format", format, n.Name)
 	if err != nil {
 		return containerState{}, err
 	}
 	f := strings.Fields(out)
-	if len(f) != 3 {
+	if len(f) != 5 {
 		return containerState{}, fmt.Errorf("inspect %s: unexpected %q", n.Short, out)
 	}
-	return containerState{Running: f[0] == "true", Paused: f[1] == "true", Connected: f[2] == "true"}, nil
+	code, err := strconv.Atoi(f[3])
+	if err != nil {
+		return containerState{}, fmt.Errorf("inspect %s: exit code %q", n.Short, f[3])
+	}
+	return containerState{Running: f[0] == "true", Paused: f[1] == "true", Connected: f[2] == "true",
+		ExitCode: code, OOMKilled: f[4] == "true"}, nil
 }
 
 // Heal undoes whatever fault the node is in: it unpauses, starts and
@@ -156,7 +178,7 @@ func (n *Node) notReady(timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	st, err := n.state(ctx)
-	state := fmt.Sprintf("%+v", st)
+	state := st.String()
 	if err != nil {
 		state = err.Error()
 	}

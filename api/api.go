@@ -56,12 +56,31 @@ type ErrorResponse struct {
 // maxBodySize bounds request bodies; every request of this API is small.
 const maxBodySize = 64 << 10
 
+// Cluster is the node's cluster membership as the API shows and changes
+// it; cmd adapts a *cluster.Node.
+type Cluster interface {
+	// ClusterStatus returns the cluster as this node sees it, ready to be
+	// encoded as JSON; with hash every member hashes its applied state.
+	ClusterStatus(ctx context.Context, hash bool) (any, error)
+	// LeaveCluster takes this node out of the cluster for good; the node
+	// then shuts down.
+	LeaveCluster(ctx context.Context) error
+}
+
 // Handler serves the management API.
 type Handler struct {
-	gc     GCRunner
-	users  registry.PasswordChecker
-	info   Info
-	logger *slog.Logger
+	gc      GCRunner
+	users   registry.PasswordChecker
+	cluster Cluster
+	info    Info
+	logger  *slog.Logger
+}
+
+// WithCluster adds the cluster endpoints (GET /api/v1/cluster, POST
+// /api/v1/cluster/leave) and returns h.
+func (h *Handler) WithCluster(c Cluster) *Handler {
+	h.cluster = c
+	return h
 }
 
 // New returns the management API handler. Mount it at Prefix.
@@ -80,6 +99,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		h.admin(h.postGC)(w, r)
+	case Prefix + "cluster":
+		registry.SetRoute(r, Prefix+"cluster")
+		if !h.hasCluster(w) || !allow(w, r, http.MethodGet, http.MethodHead) {
+			return
+		}
+		h.admin(h.getCluster)(w, r)
+	case Prefix + "cluster/leave":
+		registry.SetRoute(r, Prefix+"cluster/leave")
+		if !h.hasCluster(w) || !allow(w, r, http.MethodPost) {
+			return
+		}
+		h.admin(h.postLeave)(w, r)
 	case Prefix + "system/info":
 		registry.SetRoute(r, Prefix+"system/info")
 		if !allow(w, r, http.MethodGet, http.MethodHead) {
@@ -191,6 +222,56 @@ func gcDryRun(r *http.Request) (bool, error) {
 		dryRun = dryRun || req.DryRun
 	}
 	return dryRun, nil
+}
+
+func (h *Handler) hasCluster(w http.ResponseWriter) bool {
+	if h.cluster == nil {
+		writeError(w, http.StatusNotFound, "no such endpoint")
+		return false
+	}
+	return true
+}
+
+// getCluster answers GET /api/v1/cluster: the leader, this node's Raft
+// state, and every member with its gossip state, suffrage, applied index,
+// lag and blob repair backlog (and its state hash with ?hash=true).
+func (h *Handler) getCluster(w http.ResponseWriter, r *http.Request) {
+	hash := false
+	if q := r.URL.Query().Get("hash"); q != "" {
+		v, err := strconv.ParseBool(q)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("hash %q is not a boolean", q))
+			return
+		}
+		hash = v
+	}
+	st, err := h.cluster.ClusterStatus(r.Context(), hash)
+	if err != nil {
+		h.logger.ErrorContext(r.Context(), "cluster status", "error", err, "request_id", registry.RequestID(r.Context()))
+		writeError(w, http.StatusInternalServerError, "cluster status failed")
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+// LeaveResponse is the answer of POST /api/v1/cluster/leave.
+type LeaveResponse struct {
+	NodeID string `json:"node_id"`
+	Status string `json:"status"`
+}
+
+// postLeave answers POST /api/v1/cluster/leave: the node leaves the cluster
+// (refused with 409 when the voters left would lose quorum) and then shuts
+// down.
+func (h *Handler) postLeave(w http.ResponseWriter, r *http.Request) {
+	user, _, _ := r.BasicAuth()
+	h.logger.InfoContext(r.Context(), "leaving the cluster on request", "user", user, "request_id", registry.RequestID(r.Context()))
+	if err := h.cluster.LeaveCluster(r.Context()); err != nil {
+		h.logger.WarnContext(r.Context(), "leave the cluster", "error", err, "request_id", registry.RequestID(r.Context()))
+		writeError(w, http.StatusConflict, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, LeaveResponse{NodeID: h.info.NodeID, Status: "left"})
 }
 
 func (h *Handler) getInfo(w http.ResponseWriter, _ *http.Request) {

@@ -30,8 +30,9 @@ type writer struct {
 }
 
 // applyCommand decodes and applies one command. It is deterministic: the
-// result depends only on data and the state in tx.
-func applyCommand(tx *bbolt.Tx, data []byte) error {
+// result depends only on data and the state in tx. The blobs of a manifest
+// it stores are appended to *blobs (nil: not wanted), for blob repair.
+func applyCommand(tx *bbolt.Tx, data []byte, blobs *[]oci.Digest) error {
 	c, err := decodeCommand(data)
 	if err != nil {
 		return err
@@ -40,6 +41,9 @@ func applyCommand(tx *bbolt.Tx, data []byte) error {
 	switch c.Op {
 	case opPutManifest:
 		err = w.putManifest(c)
+		if err == nil && blobs != nil && c.Record != nil {
+			*blobs = append(*blobs, c.Record.Blobs...)
+		}
 	case opDeleteManifest:
 		err = w.deleteManifest(c.Repo, c.Digest)
 	case opDeleteTag:
@@ -49,7 +53,7 @@ func applyCommand(tx *bbolt.Tx, data []byte) error {
 	case opUnlinkBlob:
 		err = w.unlinkBlob(c.Repo, c.Digest)
 	case opUnlinkBlobs:
-		err = w.unlinkBlobs(c.Digests)
+		err = w.unlinkBlobs(c.Digests, c.Time)
 	case opPutUser:
 		err = w.putUser(c.Name, c.Hash, c.Admin)
 	default:
@@ -184,6 +188,17 @@ func (w *writer) putManifest(c command) error {
 	if r.Subject != "" {
 		if err := checkDigest(r.Subject); err != nil {
 			return err
+		}
+	}
+	// Every blob must belong to the repository when the manifest commits,
+	// not only when the proposer checked: garbage collection unlinks old
+	// blobs through the log before it deletes a file, so a manifest that
+	// lost that race is refused here instead of referencing a blob that is
+	// being deleted.
+	for _, b := range uniq(r.Blobs) {
+		k := key(r.Repo, string(b))
+		if w.get(bucketLinks, k) == nil && w.get(bucketRepoBlobRefs, k) == nil {
+			return fmt.Errorf("blob %s is not in %s: %w", b, r.Repo, oci.ErrManifestBlobUnknown)
 		}
 	}
 	rec, err := json.Marshal(r)
@@ -345,7 +360,12 @@ func (w *writer) unlinkBlob(repo string, d oci.Digest) error {
 	return nil
 }
 
-func (w *writer) unlinkBlobs(ds []oci.Digest) error {
+// unlinkBlobs drops the repository links of the blobs ds that no manifest
+// references, keeping links made at or after before (unix nanoseconds; 0
+// drops every link). Garbage collection proposes it before it deletes the
+// files, with its grace cutoff: a blob that another node linked again
+// since keeps that link.
+func (w *writer) unlinkBlobs(ds []oci.Digest, before int64) error {
 	for _, d := range ds {
 		if err := checkDigest(d); err != nil {
 			return err
@@ -357,11 +377,23 @@ func (w *writer) unlinkBlobs(ds []oci.Digest) error {
 		}
 		p := prefix(string(d))
 		for _, lk := range w.keysWithPrefix(bucketLinksByBlob, p) {
-			w.del(bucketLinks, key(string(lk[len(p):]), string(d)))
+			k := key(string(lk[len(p):]), string(d))
+			if before != 0 && linkTime(w.get(bucketLinks, k)) >= before {
+				continue
+			}
+			w.del(bucketLinks, k)
 			w.del(bucketLinksByBlob, lk)
 		}
 	}
 	return nil
+}
+
+// linkTime reads the time of a link value (size, time).
+func linkTime(v []byte) int64 {
+	if len(v) != 16 {
+		return 0
+	}
+	return int64(binary.BigEndian.Uint64(v[8:]))
 }
 
 func (w *writer) putUser(name string, hash []byte, admin bool) error {

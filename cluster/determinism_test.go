@@ -80,7 +80,8 @@ func randomLog(rng *rand.Rand, n int) []*raft.Log {
 		case p < 87:
 			c = command{Op: opUnlinkBlob, Repo: repo, Digest: blobDigest(rng.IntN(12))}
 		case p < 92:
-			c = command{Op: opUnlinkBlobs, Digests: []oci.Digest{blobDigest(rng.IntN(12)), blobDigest(rng.IntN(12))}}
+			// GC's unlink keeps links made at or after its cutoff.
+			c = command{Op: opUnlinkBlobs, Digests: []oci.Digest{blobDigest(rng.IntN(12)), blobDigest(rng.IntN(12))}, Time: int64(rng.IntN(i + 1))}
 		case p < 96:
 			c = command{Op: opPutUser, Name: fmt.Sprintf("u%d", rng.IntN(3)), Hash: []byte{byte(i)}, Admin: rng.IntN(2) == 0}
 		default:

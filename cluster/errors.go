@@ -13,11 +13,14 @@ import (
 // table. The errors a retry may cure wrap oci.ErrUnavailable (the registry
 // answers 503).
 var (
-	// ErrNotLeader: a write reached a node that is not the Raft leader.
-	// A one-node cluster is always its own leader; with several nodes the
-	// write is forwarded to the leader (the clustering work), and until it
-	// is, the caller may retry on the leader. It wraps oci.ErrUnavailable.
+	// ErrNotLeader: a write or read-index request reached a node that is
+	// not the Raft leader. Writes on a follower are forwarded, so callers
+	// see it only when the leader changed under a forwarded request. It
+	// wraps oci.ErrUnavailable.
 	ErrNotLeader = fmt.Errorf("not the raft leader: %w", oci.ErrUnavailable)
+	// ErrNoLeader: no leader is known (an election is running, or this node
+	// is cut off from the majority). It wraps oci.ErrUnavailable.
+	ErrNoLeader = fmt.Errorf("no raft leader: %w", oci.ErrUnavailable)
 	// ErrClosed: the node has been closed. It wraps oci.ErrUnavailable.
 	ErrClosed = fmt.Errorf("cluster node closed: %w", oci.ErrUnavailable)
 	// ErrBadCommand: a command could not be decoded or breaks a rule that
@@ -26,4 +29,78 @@ var (
 	ErrBadCommand = errors.New("bad command")
 	// ErrConfig: a Config is invalid.
 	ErrConfig = errors.New("invalid cluster config")
+	// ErrUnauthenticated: an internal API request did not carry a valid
+	// signature of the cluster secret.
+	ErrUnauthenticated = errors.New("cluster authentication failed")
+	// ErrUnsafe: a membership change was refused because the voters left
+	// could not form a quorum.
+	ErrUnsafe = errors.New("membership change would lose quorum")
 )
+
+// Wire codes of errors that cross the internal API, so that a forwarded
+// write fails on the follower exactly as it would on the leader.
+const (
+	codeNotFound    = "not_found"
+	codeDenied      = "denied"
+	codeBlobUnknown = "manifest_blob_unknown"
+	codeBadCommand  = "bad_command"
+	codeNotLeader   = "not_leader"
+	codeUnavailable = "unavailable"
+	codeUnsafe      = "unsafe"
+	codeInternal    = "internal"
+)
+
+// wireCode returns the wire code of err.
+func wireCode(err error) string {
+	switch {
+	case errors.Is(err, ErrNotLeader):
+		return codeNotLeader
+	case errors.Is(err, oci.ErrUnavailable):
+		return codeUnavailable
+	case errors.Is(err, oci.ErrNotFound):
+		return codeNotFound
+	case errors.Is(err, oci.ErrDenied):
+		return codeDenied
+	case errors.Is(err, oci.ErrManifestBlobUnknown):
+		return codeBlobUnknown
+	case errors.Is(err, ErrBadCommand):
+		return codeBadCommand
+	case errors.Is(err, ErrUnsafe):
+		return codeUnsafe
+	}
+	return codeInternal
+}
+
+// remoteError is an error that came back over the internal API: its text
+// is the remote node's, and it unwraps to the sentinel its code names.
+type remoteError struct {
+	msg      string
+	sentinel error
+}
+
+func (e *remoteError) Error() string { return e.msg }
+func (e *remoteError) Unwrap() error { return e.sentinel }
+
+// fromWire rebuilds an error from its wire code and message.
+func fromWire(code, msg string) error {
+	var s error
+	switch code {
+	case codeNotFound:
+		s = oci.ErrNotFound
+	case codeDenied:
+		s = oci.ErrDenied
+	case codeBlobUnknown:
+		s = oci.ErrManifestBlobUnknown
+	case codeBadCommand:
+		s = ErrBadCommand
+	case codeNotLeader:
+		s = ErrNotLeader
+	case codeUnavailable:
+		s = oci.ErrUnavailable
+	case codeUnsafe:
+		s = ErrUnsafe
+	default:
+		return errors.New(msg)
+	}
+	return &remoteError{msg: msg, sentinel: s}
+}

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/berth-registry/berth/oci"
 	"github.com/hashicorp/raft"
 	"go.etcd.io/bbolt"
 )
@@ -25,6 +26,40 @@ type fsm struct {
 	db *bbolt.DB
 
 	applied atomic.Uint64 // index of the last entry applied (or skipped as applied)
+
+	// notifyMu guards notify, a channel closed (and replaced) whenever
+	// applied moves, so that waiters need not poll.
+	notifyMu sync.Mutex
+	notify   chan struct{}
+
+	// applyBytes counts the command bytes applied since the last snapshot
+	// (for the size trigger of snapshots).
+	applyBytes atomic.Int64
+	// onApplied, when set, is called after each batch commits with the
+	// blobs that the batch's manifests reference (for blob repair). It runs
+	// on raft's FSM goroutine and must not block.
+	onApplied func(blobs []oci.Digest)
+}
+
+// appliedCh returns a channel that is closed once applied next moves.
+func (f *fsm) appliedCh() <-chan struct{} {
+	f.notifyMu.Lock()
+	defer f.notifyMu.Unlock()
+	if f.notify == nil {
+		f.notify = make(chan struct{})
+	}
+	return f.notify
+}
+
+// setApplied records the applied index and wakes the waiters.
+func (f *fsm) setApplied(idx uint64) {
+	f.applied.Store(idx)
+	f.notifyMu.Lock()
+	if f.notify != nil {
+		close(f.notify)
+		f.notify = nil
+	}
+	f.notifyMu.Unlock()
 }
 
 // initialMmapSize is the state file's initial memory map.
@@ -137,6 +172,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		return resp // a replay of entries this file already holds
 	}
 	var last uint64
+	var blobs []oci.Digest
 	err := f.db.Update(func(tx *bbolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		applied := decodeUint(meta.Get(metaAppliedIndex))
@@ -149,7 +185,8 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 			if l.Type != raft.LogCommand {
 				continue
 			}
-			r := applyCommand(tx, l.Data)
+			f.applyBytes.Add(int64(len(l.Data)))
+			r := applyCommand(tx, l.Data, &blobs)
 			var se *storageError
 			if errors.As(r, &se) {
 				return se
@@ -171,7 +208,10 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	if err != nil {
 		panic(fmt.Sprintf("cluster: apply raft entries %d..%d to %s: %v", logs[0].Index, logs[len(logs)-1].Index, f.path, err))
 	}
-	f.applied.Store(last)
+	f.setApplied(last)
+	if f.onApplied != nil && len(blobs) > 0 {
+		f.onApplied(blobs)
+	}
 	return resp
 }
 
@@ -234,7 +274,8 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	}); err != nil {
 		return fmt.Errorf("restore state: %w", err)
 	}
-	f.applied.Store(idx)
+	f.setApplied(idx)
+	f.applyBytes.Store(0)
 	f.logger.Info("state restored from snapshot", "applied_index", idx)
 	return nil
 }

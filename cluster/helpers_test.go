@@ -53,9 +53,23 @@ func (h *harness) applyRaw(data []byte) error {
 	return r.(error)
 }
 
+// apply applies c. A manifest's blobs are linked into its repository
+// first, each by its own entry, as the registry does before it puts a
+// manifest (apply refuses a manifest whose blobs are not linked).
 func (h *harness) apply(c command) error {
 	h.t.Helper()
+	if c.Op == opPutManifest && c.Record != nil {
+		for _, b := range c.Record.Blobs {
+			if err := h.applyRaw(encode(h.t, linkCmd(c.Record.Repo, b))); err != nil {
+				return err
+			}
+		}
+	}
 	return h.applyRaw(encode(h.t, c))
+}
+
+func linkCmd(repo string, d oci.Digest) command {
+	return command{Op: opLinkBlob, Repo: repo, Digest: d, Size: 1, Time: 1700000000000000000}
 }
 
 func (h *harness) mustApply(c command) {

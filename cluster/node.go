@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/berth-registry/berth/oci"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
@@ -30,25 +30,48 @@ const (
 )
 
 // Node is one member of the metadata cluster: a Raft instance and the state
-// machine it drives. Writes go through Raft (see propose); reads come from
-// the local applied state.
+// machine it drives, gossip membership, and the peer services built on
+// them (forwarded writes, read-index, blob repair). Writes go through Raft
+// (see propose); reads come from the local applied state.
 type Node struct {
 	cfg    Config
 	logger *slog.Logger
+	keys   keys
 
 	fsm       *fsm
 	raft      *raft.Raft
 	logStore  *raftboltdb.BoltStore
-	transport *raft.NetworkTransport
+	transport raft.Transport
 	metrics   *metrics
+
+	gossip    *gossip // nil when gossip is off
+	peers     PeerClient
+	client    *http.Client // requests to peers' internal API
+	readIndex readIndexer
+	repair    *blobRepair // nil until AttachBlobs
 
 	observer *raft.Observer
 	obsCh    chan raft.Observation
 	obsDone  chan struct{}
+	leaderCh chan struct{} // signalled (non-blocking) on every leader change
+	// readSafeTerm is the term in which this node, as leader, has applied
+	// every entry of earlier terms: from then on its commit index covers
+	// every acknowledged write (see LeaderReadIndex).
+	readSafeTerm atomic.Uint64
+
+	// missingSince is the leader's record of configured servers that gossip
+	// does not see; only the membership goroutine touches it.
+	missingSince map[string]time.Time
 
 	// startTarget is the last index of the log, at start, that the state
 	// machine will see: Ready waits for the replay to reach it.
 	startTarget uint64
+
+	// Background loops run until Close cancels bgCtx.
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
+	bg       sync.WaitGroup
+	done     chan struct{} // closed by Close
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -64,6 +87,7 @@ func (c Config) raftConfig(logger hclog.Logger) *raft.Config {
 	rc.CommitTimeout = c.CommitTimeout
 	rc.SnapshotThreshold = c.SnapshotThreshold
 	rc.SnapshotInterval = c.SnapshotInterval
+	rc.TrailingLogs = c.TrailingLogs
 	rc.BatchApplyCh = true
 	if logger != nil {
 		rc.Logger = logger
@@ -74,9 +98,10 @@ func (c Config) raftConfig(logger hclog.Logger) *raft.Config {
 func validateRaftConfig(rc *raft.Config) error { return raft.ValidateConfig(rc) }
 
 // New opens the state machine and the Raft stores under cfg.DataDir, starts
-// Raft on cfg.RaftAddr and, when cfg.Bootstrap is set and there is no Raft
-// state yet, bootstraps a one-node cluster. It does not wait for a leader:
-// use WaitReady. A nil reg registers no metrics.
+// Raft and, when cfg.Bootstrap is set and there is no Raft state yet,
+// bootstraps a one-node cluster. With gossip on it starts memberlist and
+// joins cfg.Join (and the peers it remembers) in the background. It does
+// not wait for a leader: use WaitReady. A nil reg registers no metrics.
 func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Node, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -85,13 +110,24 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Node, err
 	if logger == nil {
 		logger = slog.Default()
 	}
-	n := &Node{cfg: cfg, logger: logger.With("component", "cluster", "node", cfg.NodeID)}
+	n := &Node{
+		cfg:      cfg,
+		logger:   logger.With("component", "cluster"),
+		leaderCh: make(chan struct{}, 1),
+		done:     make(chan struct{}),
+		client:   newPeerHTTPClient(),
+	}
+	n.bgCtx, n.bgCancel = context.WithCancel(context.Background())
 	ok := false
 	defer func() {
 		if !ok {
 			n.closeAll()
 		}
 	}()
+	var err error
+	if n.keys, err = deriveKeys(cfg.Secret); err != nil {
+		return nil, fmt.Errorf("derive cluster keys: %w", err)
+	}
 
 	raftDir := filepath.Join(cfg.DataDir, raftDirName)
 	if err := os.MkdirAll(raftDir, 0o700); err != nil {
@@ -115,9 +151,10 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Node, err
 	if err != nil {
 		return nil, fmt.Errorf("open snapshots %s: %w", raftDir, err)
 	}
-	n.transport, err = raft.NewTCPTransportWithLogger(cfg.RaftAddr, nil, transportPool, transportWait, hlog)
-	if err != nil {
-		return nil, fmt.Errorf("raft transport on %s: %w", cfg.RaftAddr, err)
+	if cfg.Transport != nil {
+		n.transport = cfg.Transport
+	} else if n.transport, err = newTCPTransport(cfg.RaftAddr, cfg.RaftAdvertise, cfg.Secret, hlog); err != nil {
+		return nil, err
 	}
 
 	rc := cfg.raftConfig(hlog)
@@ -145,22 +182,79 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Node, err
 			ID:       raft.ServerID(cfg.NodeID),
 			Address:  n.transport.LocalAddr(),
 		}}}
+		if len(cfg.InitialServers) > 0 {
+			boot.Servers = nil
+			for _, s := range cfg.InitialServers {
+				boot.Servers = append(boot.Servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(s.ID), Address: raft.ServerAddress(s.RaftAddr)})
+			}
+		}
 		if err := n.raft.BootstrapCluster(boot).Error(); err != nil {
 			return nil, fmt.Errorf("bootstrap cluster: %w", err)
 		}
-		n.logger.Info("bootstrapped a one-node cluster", "raft_addr", n.transport.LocalAddr())
+		n.logger.Info("bootstrapped the cluster", "voters", len(boot.Servers), "raft_addr", n.transport.LocalAddr())
 	}
 
-	n.metrics, err = newMetrics(reg,
-		func() float64 { return float64(f.applied.Load()) },
-		func() float64 { return float64(n.raft.State()) })
+	n.metrics, err = newMetrics(reg, n)
 	if err != nil {
 		return nil, fmt.Errorf("register metrics: %w", err)
 	}
 	n.observeLeaders()
 	n.startTarget = n.fsmTarget()
+
+	if cfg.GossipAddr != "" {
+		if n.gossip, err = newGossip(cfg, n.keys, logger); err != nil {
+			return nil, err
+		}
+	}
+	switch {
+	case cfg.Peers != nil:
+		n.peers = cfg.Peers
+	default:
+		n.peers = newHTTPPeers(cfg.NodeID, n.keys.api, n.lookup, n.client)
+	}
+	if n.gossip != nil {
+		n.bg.Go(func() { n.gossip.join(n.bgCtx, cfg.Join) })
+		n.bg.Go(func() { n.runMembership(n.bgCtx) })
+	}
+	if cfg.SnapshotBytes > 0 {
+		n.bg.Go(func() { n.runSnapshotBySize(n.bgCtx) })
+	}
 	ok = true
 	return n, nil
+}
+
+// lookup finds a member's addresses, from gossip.
+func (n *Node) lookup(id string) (Member, bool) {
+	if n.gossip == nil {
+		return Member{}, false
+	}
+	return n.gossip.member(id)
+}
+
+// snapshotCheckEvery is how often the size trigger of snapshots looks.
+const snapshotCheckEvery = 5 * time.Second
+
+// runSnapshotBySize takes a snapshot whenever the commands applied since
+// the last one add up to SnapshotBytes, so that a log of large manifests
+// is compacted before it counts SnapshotThreshold entries.
+func (n *Node) runSnapshotBySize(ctx context.Context) {
+	t := time.NewTicker(snapshotCheckEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if n.fsm.applyBytes.Load() < n.cfg.SnapshotBytes {
+			continue
+		}
+		if err := n.raft.Snapshot().Error(); err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
+			n.logger.Warn("snapshot by size", "error", err)
+			continue
+		}
+		n.logger.Info("took a snapshot: applied commands reached the size threshold", "bytes", n.cfg.SnapshotBytes)
+	}
 }
 
 // observeLeaders counts leader changes.
@@ -182,8 +276,28 @@ func (n *Node) observeLeaders() {
 				n.logger.Info("raft leader", "leader", lo.LeaderID, "addr", lo.LeaderAddr)
 			}
 			last = lo.LeaderID
+			if string(lo.LeaderID) == n.cfg.NodeID {
+				go n.markReadSafe()
+			}
+			select {
+			case n.leaderCh <- struct{}{}:
+			default:
+			}
 		}
 	}()
+}
+
+// markReadSafe waits, on a new leader, until every entry before its term
+// is applied (a barrier), and then records the term as safe for read
+// indexes at the commit index.
+func (n *Node) markReadSafe() {
+	term := n.raft.CurrentTerm()
+	if err := n.raft.Barrier(n.cfg.ApplyTimeout).Error(); err != nil {
+		return
+	}
+	if n.raft.CurrentTerm() == term && n.raft.State() == raft.Leader {
+		n.readSafeTerm.Store(term)
+	}
 }
 
 // fsmTarget returns the index of the last entry in the log that the state
@@ -208,15 +322,25 @@ func (n *Node) leaderKnown() bool {
 	return id != ""
 }
 
-// Ready reports whether a leader is known and the state machine has
-// applied the log this node had when it started.
+// readyLag is how many committed entries a node may still have to apply
+// and be ready.
+const readyLag = 256
+
+// Ready reports whether a leader is known, the state machine has applied
+// the log this node had when it started, and it is not far behind the
+// commit index it knows of.
 func (n *Node) Ready() bool {
-	return !n.closed.Load() && n.leaderKnown() && n.fsm.applied.Load() >= n.startTarget
+	if n.closed.Load() || !n.leaderKnown() || n.fsm.applied.Load() < n.startTarget {
+		return false
+	}
+	return n.raft.AppliedIndex()+readyLag >= n.raft.CommitIndex()
 }
 
-// WaitReady returns once a leader is known and the state machine has
-// applied the log as it was when WaitReady was called (on a restart: the
-// replay of its own log is done), or when ctx ends.
+// WaitReady returns once a leader is known and this node has caught up
+// with it: the state machine has applied every write the cluster had
+// acknowledged when WaitReady was called (on a restart, also the replay of
+// its own log). A node that joins waits here until the leader has added it
+// and it has received the state. It returns early when ctx ends.
 func (n *Node) WaitReady(ctx context.Context) error {
 	if n.closed.Load() {
 		return ErrClosed
@@ -224,18 +348,59 @@ func (n *Node) WaitReady(ctx context.Context) error {
 	target := n.fsmTarget()
 	t := time.NewTicker(readyPoll)
 	defer t.Stop()
+	var last error
 	for {
 		if n.closed.Load() {
 			return ErrClosed
 		}
 		if n.leaderKnown() && n.fsm.applied.Load() >= target {
-			return nil
+			err := n.catchUp(ctx)
+			if err == nil {
+				return nil
+			}
+			last = err
 		}
 		select {
 		case <-ctx.Done():
+			if last != nil {
+				return fmt.Errorf("wait for cluster ready (applied %d of %d): %w (last: %v)", n.fsm.applied.Load(), target, ctx.Err(), last)
+			}
 			return fmt.Errorf("wait for cluster ready (applied %d of %d): %w", n.fsm.applied.Load(), target, ctx.Err())
 		case <-t.C:
 		}
+	}
+}
+
+// StepDown hands leadership to another voter when this node leads one of
+// several, so that a node that is shutting down does not leave the cluster
+// without a leader for an election timeout. It waits at most until ctx
+// ends.
+func (n *Node) StepDown(ctx context.Context) error {
+	if n.closed.Load() || n.raft.State() != raft.Leader {
+		return nil
+	}
+	voters := 0
+	for _, id := range n.configuredIDs() {
+		if id != n.cfg.NodeID {
+			voters++
+		}
+	}
+	if voters == 0 {
+		return nil
+	}
+	f := n.raft.LeadershipTransfer()
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("transfer leadership: %w", err)
+		}
+		_, leader := n.raft.LeaderWithID()
+		n.logger.Info("handed leadership over", "leader", leader)
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("transfer leadership: %w", ctx.Err())
 	}
 }
 
@@ -245,8 +410,35 @@ func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
 // AppliedIndex is the index of the last log entry the state machine applied.
 func (n *Node) AppliedIndex() uint64 { return n.fsm.applied.Load() }
 
-// RaftAddr is the address the Raft transport listens on.
+// RaftAddr is the address other nodes dial for Raft.
 func (n *Node) RaftAddr() string { return string(n.transport.LocalAddr()) }
+
+// ID is this node's id.
+func (n *Node) ID() string { return n.cfg.NodeID }
+
+// GossipAddr is the address other nodes gossip with ("" when gossip is
+// off).
+func (n *Node) GossipAddr() string {
+	if n.gossip == nil {
+		return ""
+	}
+	return n.gossip.self.GossipAddr
+}
+
+// Members returns gossip's view of the cluster (only this node when gossip
+// is off), sorted by id.
+func (n *Node) Members() []Member {
+	if n.gossip == nil {
+		return []Member{{NodeInfo: NodeInfo{ID: n.cfg.NodeID, RaftAddr: n.RaftAddr(), HTTPAddr: n.cfg.HTTPAdvertise, Version: n.cfg.Version}, State: StateAlive}}
+	}
+	return n.gossip.snapshot()
+}
+
+// Leader returns the id of the leader this node knows, or "".
+func (n *Node) Leader() string {
+	_, id := n.raft.LeaderWithID()
+	return string(id)
+}
 
 // StateHash is a sha256 over the whole state except the applied index: two
 // nodes that applied the same log have the same hash.
@@ -257,62 +449,14 @@ func (n *Node) StateHash(ctx context.Context) (string, error) {
 	return n.fsm.hash()
 }
 
-// propose is the one way a write enters the cluster: it appends c to the
-// Raft log and waits until this node has applied it, returning apply's
-// result (or its error). On a follower it returns ErrNotLeader; forwarding
-// to the leader belongs here. When ctx ends first, propose returns ctx's
-// error and the command may still be applied.
-func (n *Node) propose(ctx context.Context, c command) (any, error) {
-	if n.closed.Load() {
-		return nil, ErrClosed
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	if n.raft.State() != raft.Leader {
-		return nil, fmt.Errorf("%s: %w", c.Op, ErrNotLeader)
-	}
-	b, err := encodeCommand(c)
-	if err != nil {
-		return nil, err
-	}
-	timeout := n.cfg.ApplyTimeout
-	if dl, ok := ctx.Deadline(); ok {
-		timeout = min(timeout, time.Until(dl))
-	}
-	start := time.Now()
-	future := n.raft.Apply(b, timeout)
-	done := make(chan error, 1)
-	go func() { done <- future.Error() }()
-	select {
-	case <-ctx.Done():
-		return nil, fmt.Errorf("%s: %w", c.Op, ctx.Err())
-	case err := <-done:
-		switch {
-		case errors.Is(err, raft.ErrNotLeader):
-			return nil, fmt.Errorf("%s: %w", c.Op, ErrNotLeader)
-		case errors.Is(err, raft.ErrRaftShutdown):
-			return nil, fmt.Errorf("%s: %w", c.Op, ErrClosed)
-		case err != nil:
-			// Lost leadership, enqueue timeout: the outcome is unknown. A
-			// retry is safe: a write repeats to the same state, a delete
-			// repeats to "not found".
-			return nil, fmt.Errorf("%s: %w: %w", c.Op, oci.ErrUnavailable, err)
-		}
-	}
-	n.metrics.applyDuration.Observe(time.Since(start).Seconds())
-	resp := future.Response()
-	if err, ok := resp.(error); ok {
-		return nil, err
-	}
-	return resp, nil
-}
-
-// Close shuts Raft down, then closes the transport, the Raft stores and the
-// state file. It is idempotent.
+// Close stops the background work and gossip (the others see this node as
+// dead, not as gone: a restart is not a leave), shuts Raft down, then
+// closes the transport, the Raft stores and the state file. It is
+// idempotent.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		n.closed.Store(true)
+		close(n.done)
 		n.closeErr = n.closeAll()
 	})
 	return n.closeErr
@@ -321,6 +465,18 @@ func (n *Node) Close() error {
 // closeAll releases whatever New managed to open, in reverse order.
 func (n *Node) closeAll() error {
 	var errs []error
+	if n.bgCancel != nil {
+		n.bgCancel()
+	}
+	if n.repair != nil {
+		n.repair.stop()
+	}
+	if n.gossip != nil {
+		if err := n.gossip.shutdown(); err != nil {
+			errs = append(errs, fmt.Errorf("stop gossip: %w", err))
+		}
+	}
+	n.bg.Wait()
 	if n.raft != nil {
 		if err := n.raft.Shutdown().Error(); err != nil {
 			errs = append(errs, fmt.Errorf("shutdown raft: %w", err))
@@ -334,8 +490,8 @@ func (n *Node) closeAll() error {
 	if n.metrics != nil {
 		n.metrics.unregister()
 	}
-	if n.transport != nil {
-		if err := n.transport.Close(); err != nil {
+	if c, ok := n.transport.(raft.WithClose); ok && n.cfg.Transport == nil {
+		if err := c.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close raft transport: %w", err))
 		}
 	}

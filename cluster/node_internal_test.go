@@ -111,7 +111,7 @@ func TestUnlinkBlobsChunks(t *testing.T) {
 		}
 	}
 	before := n.AppliedIndex()
-	if err := n.UnlinkBlobs(ctx, ds); err != nil {
+	if err := n.UnlinkBlobs(ctx, ds, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	if got := n.AppliedIndex() - before; got != 2 {

@@ -100,7 +100,19 @@ func TestConfigValidate(t *testing.T) {
 		{"no port", func(c *cluster.Config) { c.RaftAddr = "127.0.0.1" }, false},
 		{"unspecified ip", func(c *cluster.Config) { c.RaftAddr = "0.0.0.0:5001" }, false},
 		{"no host", func(c *cluster.Config) { c.RaftAddr = ":5001" }, false},
-		{"zero apply timeout", func(c *cluster.Config) { c.ApplyTimeout = 0 }, false},
+		{"negative apply timeout", func(c *cluster.Config) { c.ApplyTimeout = -time.Second }, false},
+		{"gossip without secret", func(c *cluster.Config) { c.GossipAddr, c.HTTPAdvertise = "127.0.0.1:0", "127.0.0.1:5000" }, false},
+		{"gossip without http advertise", func(c *cluster.Config) {
+			c.GossipAddr, c.Secret = "127.0.0.1:0", []byte("0123456789abcdef")
+		}, false},
+		{"gossip", func(c *cluster.Config) {
+			c.GossipAddr, c.HTTPAdvertise, c.Secret = "127.0.0.1:0", "127.0.0.1:5000", []byte("0123456789abcdef")
+		}, true},
+		{"short secret", func(c *cluster.Config) {
+			c.GossipAddr, c.HTTPAdvertise, c.Secret = "127.0.0.1:0", "127.0.0.1:5000", []byte("short")
+		}, false},
+		{"bind any, advertise a name", func(c *cluster.Config) { c.RaftAddr, c.RaftAdvertise = ":5001", "node1:5001" }, true},
+		{"bad join address", func(c *cluster.Config) { c.Join = []string{"node1"} }, false},
 		{"lease above heartbeat", func(c *cluster.Config) { c.LeaderLeaseTimeout = time.Second }, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -223,7 +235,7 @@ func TestNodeWritesAndRestart(t *testing.T) {
 	if err := n2.UnlinkBlob(ctx, "lib/other", layer); !errors.Is(err, oci.ErrNotFound) {
 		t.Fatalf("UnlinkBlob of a blob the repo does not have: %v", err)
 	}
-	if err := n2.UnlinkBlobs(ctx, []oci.Digest{layer}); err != nil {
+	if err := n2.UnlinkBlobs(ctx, []oci.Digest{layer}, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	if ok, _ := n2.BlobLinked(ctx, "lib/app", layer); ok {
@@ -234,13 +246,15 @@ func TestNodeWritesAndRestart(t *testing.T) {
 func TestNodeWithoutLeader(t *testing.T) {
 	cfg := testConfig(t, t.TempDir(), freeAddr(t))
 	cfg.Bootstrap = false // no cluster to join: never a leader
+	cfg.ApplyTimeout = 300 * time.Millisecond
 	n, err := cluster.New(cfg, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer n.Close()
 	ctx := context.Background()
-	if err := n.DeleteTag(ctx, "r", "t"); !errors.Is(err, cluster.ErrNotLeader) || !errors.Is(err, oci.ErrUnavailable) {
+	// A write waits for a leader up to ApplyTimeout, then gives up.
+	if err := n.DeleteTag(ctx, "r", "t"); !errors.Is(err, cluster.ErrNoLeader) || !errors.Is(err, oci.ErrUnavailable) {
 		t.Fatalf("write without a leader: %v", err)
 	}
 	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)

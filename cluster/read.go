@@ -152,6 +152,38 @@ func (f *fsm) referencedBlobs() (map[oci.Digest]struct{}, error) {
 	return out, err
 }
 
+// liveBlobs returns every blob that a manifest references or that a
+// repository linked at or after since (unix nanoseconds; 0: ever).
+func (f *fsm) liveBlobs(since int64) (map[oci.Digest]struct{}, error) {
+	out, err := f.referencedBlobs()
+	if err != nil {
+		return nil, err
+	}
+	err = f.view(func(tx *bbolt.Tx) error {
+		return tx.Bucket(bucketLinks).ForEach(func(k, v []byte) error {
+			if since != 0 && linkTime(v) < since {
+				return nil
+			}
+			i := bytes.LastIndexByte(k, sep[0])
+			if i >= 0 {
+				out[oci.Digest(k[i+1:])] = struct{}{}
+			}
+			return nil
+		})
+	})
+	return out, err
+}
+
+// isReferenced reports whether a committed manifest references blob d.
+func (f *fsm) isReferenced(d oci.Digest) bool {
+	var ok bool
+	_ = f.view(func(tx *bbolt.Tx) error {
+		ok = decodeUint(tx.Bucket(bucketBlobRefs).Get([]byte(d))) > 0
+		return nil
+	})
+	return ok
+}
+
 func (f *fsm) user(name string) (user, bool, error) {
 	var (
 		u     user

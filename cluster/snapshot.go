@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -75,3 +76,17 @@ func renameSync(from, to string) error {
 }
 
 func removeQuiet(path string) { _ = os.Remove(path) }
+
+// writeFileAtomic replaces path with b durably: a temp file beside it,
+// fsynced, renamed over path, the directory fsynced.
+func writeFileAtomic(path string, b []byte) error {
+	tmp := path + ".tmp"
+	if err := writeFileSync(tmp, bytes.NewReader(b)); err != nil {
+		return err
+	}
+	if err := renameSync(tmp, path); err != nil {
+		removeQuiet(tmp)
+		return err
+	}
+	return nil
+}

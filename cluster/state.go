@@ -2,10 +2,22 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/berth-registry/berth/oci"
 )
+
+// caughtUpNow is called by a read that found nothing: it catches up with
+// the leader (see catchUp) and reports whether the read should look again.
+// When the leader cannot be reached the read answers from the local state.
+func (n *Node) caughtUpNow(ctx context.Context) bool {
+	if err := n.catchUp(ctx); err != nil {
+		n.logger.Debug("not-found read answered from local state", "error", err)
+		return false
+	}
+	return true
+}
 
 // unlinkChunk bounds the digests of one unlink_blobs command, so that a
 // large GC sweep does not become one huge log entry.
@@ -17,7 +29,11 @@ func (n *Node) Manifest(ctx context.Context, repo string, dgst oci.Digest) (oci.
 	if err := ctx.Err(); err != nil {
 		return oci.Record{}, nil, err
 	}
-	return n.fsm.manifest(repo, dgst)
+	rec, b, err := n.fsm.manifest(repo, dgst)
+	if errors.Is(err, oci.ErrNotFound) && n.caughtUpNow(ctx) {
+		rec, b, err = n.fsm.manifest(repo, dgst)
+	}
+	return rec, b, err
 }
 
 // Tag resolves repo:tag from the local applied state.
@@ -25,7 +41,11 @@ func (n *Node) Tag(ctx context.Context, repo, tag string) (oci.Digest, error) {
 	if err := ctx.Err(); err != nil {
 		return "", err
 	}
-	return n.fsm.tag(repo, tag)
+	d, err := n.fsm.tag(repo, tag)
+	if errors.Is(err, oci.ErrNotFound) && n.caughtUpNow(ctx) {
+		d, err = n.fsm.tag(repo, tag)
+	}
+	return d, err
 }
 
 // BlobLinked reports whether dgst was linked into repo or is referenced by
@@ -34,7 +54,11 @@ func (n *Node) BlobLinked(ctx context.Context, repo string, dgst oci.Digest) (bo
 	if err := ctx.Err(); err != nil {
 		return false, err
 	}
-	return n.fsm.blobLinked(repo, dgst)
+	ok, err := n.fsm.blobLinked(repo, dgst)
+	if err == nil && !ok && n.caughtUpNow(ctx) {
+		ok, err = n.fsm.blobLinked(repo, dgst)
+	}
+	return ok, err
 }
 
 // Tags returns at most n tags of repo strictly after last, in byte order.
@@ -42,7 +66,11 @@ func (n *Node) Tags(ctx context.Context, repo, last string, count int) ([]string
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	return n.fsm.tags(repo, last, count)
+	tags, err := n.fsm.tags(repo, last, count)
+	if errors.Is(err, oci.ErrNotFound) && n.caughtUpNow(ctx) {
+		tags, err = n.fsm.tags(repo, last, count)
+	}
+	return tags, err
 }
 
 // Repositories returns at most n repositories strictly after last, in byte
@@ -76,7 +104,7 @@ func (n *Node) ReferencedBlobs(ctx context.Context) (map[oci.Digest]struct{}, er
 // it. The caller has checked that the blobs and children it references
 // exist; apply verifies that payload matches rec.Digest and rec.Size.
 func (n *Node) PutManifest(ctx context.Context, rec oci.Record, payload []byte, tag string) error {
-	_, err := n.propose(ctx, command{Op: opPutManifest, Record: &rec, Payload: payload, Tag: tag})
+	err := n.propose(ctx, command{Op: opPutManifest, Record: &rec, Payload: payload, Tag: tag})
 	return err
 }
 
@@ -84,19 +112,19 @@ func (n *Node) PutManifest(ctx context.Context, rec oci.Record, payload []byte, 
 // with oci.ErrNotFound when absent and oci.ErrDenied while an index in repo
 // lists it.
 func (n *Node) DeleteManifest(ctx context.Context, repo string, dgst oci.Digest) error {
-	_, err := n.propose(ctx, command{Op: opDeleteManifest, Repo: repo, Digest: dgst})
+	err := n.propose(ctx, command{Op: opDeleteManifest, Repo: repo, Digest: dgst})
 	return err
 }
 
 // DeleteTag removes repo:tag; the manifest stays.
 func (n *Node) DeleteTag(ctx context.Context, repo, tag string) error {
-	_, err := n.propose(ctx, command{Op: opDeleteTag, Repo: repo, Tag: tag})
+	err := n.propose(ctx, command{Op: opDeleteTag, Repo: repo, Tag: tag})
 	return err
 }
 
 // LinkBlob records that the durable blob dgst belongs to repo.
 func (n *Node) LinkBlob(ctx context.Context, repo string, dgst oci.Digest, size int64) error {
-	_, err := n.propose(ctx, command{Op: opLinkBlob, Repo: repo, Digest: dgst, Size: size, Time: time.Now().UnixNano()})
+	err := n.propose(ctx, command{Op: opLinkBlob, Repo: repo, Digest: dgst, Size: size, Time: time.Now().UnixNano()})
 	return err
 }
 
@@ -104,19 +132,38 @@ func (n *Node) LinkBlob(ctx context.Context, repo string, dgst oci.Digest, size 
 // stays visible in repo while one of its manifests references it; it is
 // oci.ErrNotFound when repo neither links nor references it.
 func (n *Node) UnlinkBlob(ctx context.Context, repo string, dgst oci.Digest) error {
-	_, err := n.propose(ctx, command{Op: opUnlinkBlob, Repo: repo, Digest: dgst})
+	err := n.propose(ctx, command{Op: opUnlinkBlob, Repo: repo, Digest: dgst})
 	return err
 }
 
-// UnlinkBlobs drops every repository link of dgsts, skipping blobs that a
-// manifest references when the command applies.
-func (n *Node) UnlinkBlobs(ctx context.Context, dgsts []oci.Digest) error {
+// UnlinkBlobs drops the repository links of dgsts that were made before
+// before, skipping blobs that a manifest references when the command
+// applies. A zero before drops every link.
+func (n *Node) UnlinkBlobs(ctx context.Context, dgsts []oci.Digest, before time.Time) error {
+	var at int64
+	if !before.IsZero() {
+		at = before.UnixNano()
+	}
 	for len(dgsts) > 0 {
 		chunk := dgsts[:min(len(dgsts), unlinkChunk)]
 		dgsts = dgsts[len(chunk):]
-		if _, err := n.propose(ctx, command{Op: opUnlinkBlobs, Digests: chunk}); err != nil {
+		if err := n.propose(ctx, command{Op: opUnlinkBlobs, Digests: chunk, Time: at}); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// LiveBlobs returns every blob that a manifest references or that a
+// repository linked at or after since (zero: ever): what garbage
+// collection must keep.
+func (n *Node) LiveBlobs(ctx context.Context, since time.Time) (map[oci.Digest]struct{}, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var at int64
+	if !since.IsZero() {
+		at = since.UnixNano()
+	}
+	return n.fsm.liveBlobs(at)
 }

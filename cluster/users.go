@@ -30,7 +30,7 @@ func (n *Node) EnsureUser(ctx context.Context, name, password string, admin bool
 	if err != nil {
 		return false, fmt.Errorf("hash password of %s: %w", name, err)
 	}
-	if _, err := n.propose(ctx, command{Op: opPutUser, Name: name, Hash: hash, Admin: admin}); err != nil {
+	if err := n.propose(ctx, command{Op: opPutUser, Name: name, Hash: hash, Admin: admin}); err != nil {
 		return false, err
 	}
 	return true, nil

@@ -39,28 +39,34 @@ type GCResult struct {
 	DryRun     bool
 }
 
-// Collector deletes blobs that no committed manifest references.
+// Collector deletes blobs that no committed manifest references and no
+// repository still links.
 //
-// Safety while pushes run comes from three rules:
-//   - grace: a blob younger than GCConfig.Grace is kept. Put, Ingest and
-//     Touch refresh the mtime under the blob's lock, and GC deletes only
-//     under that lock after re-checking the mtime, so a blob re-uploaded,
-//     mounted or HEADed during a collection is not deleted.
+// Every node of a cluster runs its own collector over its own store, with
+// the mark taken from the committed state, which is the same everywhere.
+// Safety while pushes run, on this node and on others, comes from these
+// rules:
+//   - grace: a blob whose file is younger than GCConfig.Grace, or that a
+//     repository linked less than Grace ago, is kept. Put, Ingest and Touch
+//     refresh the mtime under the blob's lock, and GC deletes only under
+//     that lock after re-checking the mtime, so a blob re-uploaded (here,
+//     or pushed here by a peer for its write quorum), mounted or HEADed
+//     during a collection is not deleted.
+//   - unlink before delete: the candidates' old links are dropped through
+//     the state machine first (UnlinkBlobs with the grace cutoff), and a
+//     file is deleted only if, once that has applied, nothing references
+//     or links it any more. The state machine refuses a manifest whose
+//     blobs are not linked in its repository, so no manifest can commit
+//     against a blob being deleted, whichever node it was pushed through.
+//     A node that dies mid-sweep leaves unlinked files, which the next run
+//     deletes.
 //   - protection: the manifest PUT handler calls Protect with the digests a
 //     manifest references before it checks that they exist, and releases
 //     them once the state machine has applied (or refused) the manifest. GC
-//     tests "protected" and deletes under the lock Protect takes, so either
-//     the handler sees the blob gone (MANIFEST_BLOB_UNKNOWN) or GC sees it
-//     protected.
-//   - re-mark: the referenced set is read again after the walk, so a
-//     manifest committed during the walk saves its blobs.
+//     tests "protected" and deletes under the lock Protect takes.
 //
 // Blobs of open upload sessions are not in the BlobStore until the session
 // finishes (and then they are new), so GC cannot touch them by construction.
-//
-// Protect covers manifests pushed through this node; a cluster in which
-// other nodes commit manifests against this node's store relies on grace and
-// the re-mark.
 type Collector struct {
 	blobs  *BlobStore
 	state  GCState
@@ -110,12 +116,13 @@ func (c *Collector) Protect(ds []oci.Digest) (release func()) {
 	}
 }
 
-// Run collects garbage once: it marks from state.ReferencedBlobs, walks the
-// store, and deletes each blob that is unreferenced (also in a second read
-// of the referenced set after the walk), last modified before now-Grace,
-// and not protected. It then asks the state machine to forget the deleted
-// blobs' repository links, in one call. A second Run while one is in
-// progress fails at once with ErrGCRunning.
+// Run collects garbage once: it marks what the state references or linked
+// within the grace period, walks the store for older files outside the
+// mark, unlinks their old links through the state machine, marks again,
+// and deletes each candidate that is still outside the mark, last modified
+// before now-Grace, and not protected. A dry run unlinks and deletes
+// nothing. A second Run while one is in progress fails at once with
+// ErrGCRunning.
 func (c *Collector) Run(ctx context.Context, cfg GCConfig, now time.Time) (GCResult, error) {
 	if !c.running.TryLock() {
 		return GCResult{}, ErrGCRunning
@@ -128,7 +135,7 @@ func (c *Collector) Run(ctx context.Context, cfg GCConfig, now time.Time) (GCRes
 	res := GCResult{DryRun: cfg.DryRun}
 	cutoff := now.Add(-cfg.Grace)
 
-	refs, err := c.state.ReferencedBlobs(ctx)
+	live, err := c.state.LiveBlobs(ctx, cutoff)
 	if err != nil {
 		return res, fmt.Errorf("gc: mark: %w", err)
 	}
@@ -139,7 +146,7 @@ func (c *Collector) Run(ctx context.Context, cfg GCConfig, now time.Time) (GCRes
 	var cands []candidate
 	err = c.blobs.Walk(ctx, func(d oci.Digest, size int64, mod time.Time) error {
 		res.Scanned++
-		if _, ok := refs[d]; !ok && mod.Before(cutoff) {
+		if _, ok := live[d]; !ok && mod.Before(cutoff) {
 			cands = append(cands, candidate{d, size})
 		}
 		return nil
@@ -147,22 +154,37 @@ func (c *Collector) Run(ctx context.Context, cfg GCConfig, now time.Time) (GCRes
 	if err != nil {
 		return res, fmt.Errorf("gc: sweep: %w", err)
 	}
+	if len(cands) > 0 && !cfg.DryRun {
+		ds := make([]oci.Digest, len(cands))
+		for i, cand := range cands {
+			ds[i] = cand.d
+		}
+		// The candidates' old links go first, through the log: from then
+		// on no manifest can commit against them (apply refuses blobs not
+		// linked in the repository).
+		if err := c.state.UnlinkBlobs(ctx, ds, cutoff); err != nil {
+			return res, fmt.Errorf("gc: unlink %d blobs: %w", len(ds), err)
+		}
+	}
 	if len(cands) > 0 {
-		// Re-mark: a manifest committed during the walk saves its blobs.
-		refs, err = c.state.ReferencedBlobs(ctx)
-		if err != nil {
+		// Mark again: a manifest committed, or a blob linked again, during
+		// the walk saves its blobs.
+		since := cutoff
+		if !cfg.DryRun {
+			since = time.Time{}
+		}
+		if live, err = c.state.LiveBlobs(ctx, since); err != nil {
 			return res, fmt.Errorf("gc: mark again: %w", err)
 		}
 	}
 
-	var deleted []oci.Digest
 	var errs []error
 	for _, cand := range cands {
 		if ctx.Err() != nil {
 			errs = append(errs, ctx.Err())
 			break
 		}
-		if _, ok := refs[cand.d]; ok {
+		if _, ok := live[cand.d]; ok {
 			continue
 		}
 		if cfg.DryRun {
@@ -174,22 +196,12 @@ func (c *Collector) Run(ctx context.Context, cfg GCConfig, now time.Time) (GCRes
 		}
 		freed, ok, err := c.deleteUnprotected(cand.d, cutoff)
 		if ok {
-			deleted = append(deleted, cand.d)
 			res.Deleted++
 			res.BytesFreed += freed
 		}
 		if err != nil && !errors.Is(err, oci.ErrNotFound) { // not found: deleted by someone else since the walk
 			errs = append(errs, err)
 		}
-	}
-
-	if len(deleted) > 0 {
-		// The blobs are gone whether or not ctx has ended: record it.
-		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-		if err := c.state.UnlinkBlobs(uctx, deleted); err != nil {
-			errs = append(errs, fmt.Errorf("unlink %d blobs: %w", len(deleted), err))
-		}
-		cancel()
 	}
 	res.Duration = time.Since(began)
 	c.logger.Info("garbage collection finished",

@@ -16,7 +16,7 @@ import (
 
 // fakeGCState is a GCState whose answers the test scripts.
 type fakeGCState struct {
-	// referenced answers the n-th call (from 0) of ReferencedBlobs.
+	// referenced answers the n-th call (from 0) of LiveBlobs.
 	referenced func(n int) (map[oci.Digest]struct{}, error)
 
 	mu       sync.Mutex
@@ -24,7 +24,7 @@ type fakeGCState struct {
 	unlinked [][]oci.Digest
 }
 
-func (f *fakeGCState) ReferencedBlobs(ctx context.Context) (map[oci.Digest]struct{}, error) {
+func (f *fakeGCState) LiveBlobs(ctx context.Context, since time.Time) (map[oci.Digest]struct{}, error) {
 	f.mu.Lock()
 	n := f.calls
 	f.calls++
@@ -35,11 +35,19 @@ func (f *fakeGCState) ReferencedBlobs(ctx context.Context) (map[oci.Digest]struc
 	return f.referenced(n)
 }
 
-func (f *fakeGCState) UnlinkBlobs(ctx context.Context, ds []oci.Digest) error {
+func (f *fakeGCState) UnlinkBlobs(ctx context.Context, ds []oci.Digest, before time.Time) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.unlinked = append(f.unlinked, slices.Clone(ds))
+	ds = slices.Clone(ds)
+	slices.Sort(ds)
+	f.unlinked = append(f.unlinked, ds)
 	return nil
+}
+
+// sorted returns ds sorted, to compare with what UnlinkBlobs got.
+func sorted(ds ...oci.Digest) []oci.Digest {
+	slices.Sort(ds)
+	return ds
 }
 
 var _ GCState = (*fakeGCState)(nil)
@@ -100,8 +108,10 @@ func TestGCSweep(t *testing.T) {
 			t.Fatalf("%s blob deleted", name)
 		}
 	}
-	if len(state.unlinked) != 1 || !slices.Equal(state.unlinked[0], []oci.Digest{old}) {
-		t.Fatalf("UnlinkBlobs calls %v, want one with [%s]", state.unlinked, old)
+	// Every candidate is unlinked before anything is deleted; the protected
+	// blob's file stays, and the state keeps a link that is younger.
+	if len(state.unlinked) != 1 || !slices.Equal(state.unlinked[0], sorted(old, protected)) {
+		t.Fatalf("UnlinkBlobs calls %v, want one with the two candidates", state.unlinked)
 	}
 	if c, b := s.Stats(); c != 3 || b != int64(len("young and unreferenced")+len("old but referenced")+len("old but protected")) {
 		t.Fatalf("Stats = %d, %d", c, b)
@@ -158,10 +168,10 @@ func TestGCManifestCommittedDuringWalkSavesBlob(t *testing.T) {
 		t.Fatalf("garbage kept: %+v", res)
 	}
 	if state.calls != 2 {
-		t.Fatalf("ReferencedBlobs called %d times, want 2", state.calls)
+		t.Fatalf("LiveBlobs called %d times, want 2", state.calls)
 	}
-	if len(state.unlinked) != 1 || !slices.Equal(state.unlinked[0], []oci.Digest{doomed}) {
-		t.Fatalf("UnlinkBlobs calls %v, want one with [%s]", state.unlinked, doomed)
+	if len(state.unlinked) != 1 || !slices.Equal(state.unlinked[0], sorted(saved, doomed)) {
+		t.Fatalf("UnlinkBlobs calls %v, want one with both candidates", state.unlinked)
 	}
 }
 
@@ -186,8 +196,10 @@ func TestGCBlobRefreshedDuringRunIsKept(t *testing.T) {
 	if res.Deleted != 0 || !storeHas(t, s, d) {
 		t.Fatalf("blob refreshed during the run was deleted: %+v", res)
 	}
-	if len(state.unlinked) != 0 {
-		t.Fatalf("UnlinkBlobs called with %v although nothing was deleted", state.unlinked)
+	// It was unlinked as a candidate (the state keeps links younger than
+	// the cutoff), but its file was refreshed and stays.
+	if len(state.unlinked) != 1 || !slices.Equal(state.unlinked[0], []oci.Digest{d}) {
+		t.Fatalf("UnlinkBlobs calls %v, want one with [%s]", state.unlinked, d)
 	}
 }
 
@@ -233,7 +245,7 @@ func TestGCMarkFailureDeletesNothing(t *testing.T) {
 			return refsOf(), nil
 		}}
 		if _, err := NewCollector(s, state, nil).Run(context.Background(), GCConfig{}, time.Now()); !errors.Is(err, boom) {
-			t.Fatalf("Run with ReferencedBlobs failing at call %d: %v", failAt, err)
+			t.Fatalf("Run with LiveBlobs failing at call %d: %v", failAt, err)
 		}
 		if !storeHas(t, s, d) {
 			t.Fatalf("blob deleted although mark %d failed", failAt)

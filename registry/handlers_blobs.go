@@ -64,6 +64,29 @@ func (reg *Registry) getBlob(w http.ResponseWriter, r *http.Request, rt route) {
 	h.Set("Accept-Ranges", "bytes")
 	h.Set("Etag", `"`+d.String()+`"`)
 	h.Set("Cache-Control", "max-age=31536000")
+	_, _, err := reg.blobs.Stat(d)
+	if errors.Is(err, oci.ErrNotFound) && reg.peers != nil {
+		// Linked, so durable on the write quorum, but not here yet: a
+		// peer has it, and this node keeps a copy of what it reads.
+		if r.Method == http.MethodHead {
+			size, err := reg.remoteStat(r.Context(), d)
+			if err != nil {
+				reg.writeError(w, r, notFoundAs(err, errBlobUnknown))
+				return
+			}
+			h.Set("Content-Length", strconv.FormatInt(size, 10))
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		reg.streamRemote(w, r, d)
+		return
+	}
+	reg.serveLocalBlob(w, r, d)
+}
+
+// serveLocalBlob answers GET or HEAD of blob d from the local store; the
+// caller has set the headers that do not depend on the file.
+func (reg *Registry) serveLocalBlob(w http.ResponseWriter, r *http.Request, d oci.Digest) {
 	if r.Method == http.MethodHead {
 		size, mod, err := reg.blobs.Stat(d)
 		if err != nil {
@@ -71,7 +94,7 @@ func (reg *Registry) getBlob(w http.ResponseWriter, r *http.Request, rt route) {
 			return
 		}
 		reg.touch(r, d, mod)
-		h.Set("Content-Length", strconv.FormatInt(size, 10))
+		w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
 		w.WriteHeader(http.StatusOK)
 		return
 	}

@@ -150,7 +150,7 @@ func (reg *Registry) checkReferences(ctx context.Context, repo string, m *oci.Ma
 	for _, b := range m.Blobs() {
 		err := reg.blobLinked(ctx, repo, b.Digest)
 		if err == nil {
-			_, _, err = reg.blobs.Stat(b.Digest)
+			err = reg.blobPresent(ctx, b.Digest)
 		}
 		switch {
 		case err == nil:

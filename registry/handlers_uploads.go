@@ -47,6 +47,16 @@ func (reg *Registry) putMonolithic(w http.ResponseWriter, r *http.Request, name,
 		reg.writeError(w, r, err)
 		return
 	}
+	reg.blobUploaded(w, r, name, d, size)
+}
+
+// blobUploaded answers an upload that stored blob d here: it makes the
+// blob durable on the cluster's write quorum, then links it.
+func (reg *Registry) blobUploaded(w http.ResponseWriter, r *http.Request, name string, d oci.Digest, size int64) {
+	if err := reg.replicate(r.Context(), d, size); err != nil {
+		reg.writeError(w, r, err)
+		return
+	}
 	reg.blobCreated(w, r, name, d, size)
 }
 
@@ -95,10 +105,13 @@ func (reg *Registry) mount(w http.ResponseWriter, r *http.Request, name, m, from
 	// Touch first: under the blob store's lock it either refreshes the blob,
 	// so GC's grace period keeps it until the manifest arrives, or finds it
 	// already swept.
-	if err := reg.blobs.Touch(d); err != nil {
-		return false
+	var size int64
+	if err = reg.blobs.Touch(d); err == nil {
+		size, _, err = reg.blobs.Stat(d)
+	} else if errors.Is(err, oci.ErrNotFound) && reg.peers != nil {
+		// Linked in the cluster, not yet here: a peer holds it.
+		size, err = reg.remoteStat(r.Context(), d)
 	}
-	size, _, err := reg.blobs.Stat(d)
 	if err != nil {
 		return false
 	}
@@ -200,7 +213,7 @@ func (reg *Registry) putUpload(w http.ResponseWriter, r *http.Request, rt route)
 		reg.writeUploadError(w, r, rt, err)
 		return
 	}
-	reg.blobCreated(w, r, rt.name, d, size)
+	reg.blobUploaded(w, r, rt.name, d, size)
 }
 
 // uploadStatus answers GET of an upload session: 204 with its Range, so an

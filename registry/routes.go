@@ -181,6 +181,9 @@ func (reg *Registry) serve(w http.ResponseWriter, r *http.Request) {
 	if !reg.authorize(w, r, accessFor(rt, r.Method)) {
 		return
 	}
+	if rt.kind == routeUpload && reg.proxyUpload(w, r, rt) {
+		return
+	}
 	h(w, r, rt)
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/http/httputil"
 	"path/filepath"
 	"sync"
 	"time"
@@ -78,6 +79,12 @@ type Registry struct {
 	metrics   *registryMetrics
 	routes    *routeTable
 	handler   http.Handler
+
+	// Set by JoinCluster; nil on a one-node registry.
+	peers   BlobPeers
+	router  UploadRouter
+	proxy   *httputil.ReverseProxy
+	fetches fetchGroup
 
 	gcMu      sync.Mutex // one collection at a time
 	closeOnce sync.Once

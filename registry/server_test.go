@@ -340,6 +340,9 @@ func TestRunStops(t *testing.T) {
 // counting from that read, not from the blob's upload.
 func TestReadKeepsBlobYoungForGC(t *testing.T) {
 	tr := newTestRegistry(t, testOpts{})
+	// The blobs were uploaded (linked) long ago, too: only the reads may
+	// keep them.
+	tr.state.linkAge = 2 * tr.reg.cfg.GCGrace
 	headed := tr.pushBlob(t, "app", []byte("headed"))
 	fetched := tr.pushBlob(t, "app", []byte("fetched"))
 	untouched := tr.pushBlob(t, "app", []byte("untouched"))

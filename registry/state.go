@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"time"
 
 	"github.com/berth-registry/berth/oci"
 )
@@ -48,12 +49,15 @@ type StateWriter interface {
 
 // GCState is what garbage collection needs from the state machine.
 type GCState interface {
-	// ReferencedBlobs returns every blob digest that a committed manifest
-	// references (configs and layers).
-	ReferencedBlobs(ctx context.Context) (map[oci.Digest]struct{}, error)
-	// UnlinkBlobs forgets the repository links of blobs that GC removed,
-	// skipping any that a manifest references by the time it applies.
-	UnlinkBlobs(ctx context.Context, dgsts []oci.Digest) error
+	// LiveBlobs returns every blob digest that a committed manifest
+	// references (configs and layers), or that a repository linked at or
+	// after since (zero: at any time).
+	LiveBlobs(ctx context.Context, since time.Time) (map[oci.Digest]struct{}, error)
+	// UnlinkBlobs forgets the repository links of blobs that were made
+	// before before, skipping any blob that a manifest references by the
+	// time it applies. GC calls it before it deletes the files, so that no
+	// manifest can commit against a blob being deleted.
+	UnlinkBlobs(ctx context.Context, dgsts []oci.Digest, before time.Time) error
 }
 
 // State is everything the registry needs from the state machine; cmd passes

@@ -25,6 +25,9 @@ type faultState struct {
 	mu        sync.Mutex
 	failWrite func() error
 	failRead  func() error
+	// linkAge makes every repository link look this much older to garbage
+	// collection than it is (links carry the time they were made).
+	linkAge time.Duration
 }
 
 var _ State = (*faultState)(nil)
@@ -160,11 +163,24 @@ func (s *faultState) UnlinkBlob(ctx context.Context, repo string, d oci.Digest) 
 	return s.State.UnlinkBlob(ctx, repo, d)
 }
 
-func (s *faultState) UnlinkBlobs(ctx context.Context, ds []oci.Digest) error {
+func (s *faultState) UnlinkBlobs(ctx context.Context, ds []oci.Digest, before time.Time) error {
 	if err := s.fault(true); err != nil {
 		return err
 	}
-	return s.State.UnlinkBlobs(ctx, ds)
+	if !before.IsZero() {
+		before = before.Add(s.linkAge)
+	}
+	return s.State.UnlinkBlobs(ctx, ds, before)
+}
+
+func (s *faultState) LiveBlobs(ctx context.Context, since time.Time) (map[oci.Digest]struct{}, error) {
+	if err := s.fault(false); err != nil {
+		return nil, err
+	}
+	if !since.IsZero() {
+		since = since.Add(s.linkAge)
+	}
+	return s.State.LiveBlobs(ctx, since)
 }
 
 // hasTag reports whether repo has tag in the committed state.

@@ -71,6 +71,9 @@ type Uploads struct {
 	dir   string
 	blobs *BlobStore
 	max   int64
+	// prefix, when set, replaces the first uploadTagLen characters of new
+	// session ids: in a cluster it names the node that holds the session.
+	prefix string
 
 	mu       sync.Mutex
 	sessions map[string]*session
@@ -231,6 +234,9 @@ func recoverSession(dir, id string) (*session, error) {
 // chunk makes it durable.
 func (u *Uploads) Create(repo string, now time.Time) (UploadState, error) {
 	id := uuid.NewString()
+	if u.prefix != "" {
+		id = u.prefix + id[uploadTagLen:]
+	}
 	s := newSession(u.dir, id)
 	st := UploadState{ID: id, Repo: repo, Started: now, Updated: now}
 	h := sha256.New()
@@ -246,6 +252,19 @@ func (u *Uploads) Create(repo string, now time.Time) (UploadState, error) {
 	u.sessions[id] = s
 	u.mu.Unlock()
 	return st, nil
+}
+
+// uploadTagLen is the length of the node tag that starts a session id in
+// a cluster: the first group of the UUID's hex digits.
+const uploadTagLen = 8
+
+// SetIDPrefix makes new session ids start with tag (uploadTagLen lowercase
+// hex digits), so that any node of a cluster can tell which node holds a
+// session. Call it before the first Create.
+func (u *Uploads) SetIDPrefix(tag string) {
+	if len(tag) == uploadTagLen && validUploadID(tag+"-0000-0000-0000-000000000000") {
+		u.prefix = tag
+	}
 }
 
 // Get returns the state of session id of repo. It does not wait for a chunk

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	sockaddr "github.com/hashicorp/go-sockaddr"
 	"github.com/urfave/cli/v2"
 	"gopkg.in/yaml.v3"
 
@@ -24,17 +25,24 @@ import (
 // packages receive their own typed Config built from it (clusterConfig,
 // registryConfig); nothing below cmd reads flags, files or environment.
 type Config struct {
-	Addr             string        `yaml:"addr"`
-	Data             string        `yaml:"data"`
-	RaftAddr         string        `yaml:"raft_addr"`
-	NodeID           string        `yaml:"node_id"`
-	AnonymousPull    bool          `yaml:"anonymous_pull"`
-	GCInterval       time.Duration `yaml:"gc_interval"`
-	GCGrace          time.Duration `yaml:"gc_grace"`
-	UploadPurgeAfter time.Duration `yaml:"upload_purge_after"`
-	MaxBlobSize      int64         `yaml:"max_blob_size"`
-	LogLevel         string        `yaml:"log_level"`
-	LogFormat        string        `yaml:"log_format"`
+	Addr              string        `yaml:"addr"`
+	Data              string        `yaml:"data"`
+	RaftAddr          string        `yaml:"raft_addr"`
+	GossipAddr        string        `yaml:"gossip_addr"`
+	Advertise         string        `yaml:"advertise"`
+	Join              []string      `yaml:"join"`
+	ClusterSecret     string        `yaml:"cluster_secret"`
+	ClusterSecretFile string        `yaml:"cluster_secret_file"`
+	BlobWriteQuorum   int           `yaml:"blob_write_quorum"`
+	DeadPeerTimeout   time.Duration `yaml:"dead_peer_timeout"`
+	NodeID            string        `yaml:"node_id"`
+	AnonymousPull     bool          `yaml:"anonymous_pull"`
+	GCInterval        time.Duration `yaml:"gc_interval"`
+	GCGrace           time.Duration `yaml:"gc_grace"`
+	UploadPurgeAfter  time.Duration `yaml:"upload_purge_after"`
+	MaxBlobSize       int64         `yaml:"max_blob_size"`
+	LogLevel          string        `yaml:"log_level"`
+	LogFormat         string        `yaml:"log_format"`
 }
 
 // Log formats accepted by log_format.
@@ -51,7 +59,9 @@ func DefaultConfig() Config {
 	return Config{
 		Addr:             ":5000",
 		Data:             "./data",
-		RaftAddr:         cluster.DefaultConfig().RaftAddr,
+		RaftAddr:         ":5001",
+		GossipAddr:       ":5002",
+		DeadPeerTimeout:  cluster.DefaultConfig().DeadPeerTimeout,
 		AnonymousPull:    true,
 		GCInterval:       time.Hour,
 		GCGrace:          time.Hour,
@@ -74,6 +84,21 @@ func (c Config) Validate() error {
 	if c.Data == "" {
 		return errors.New("data must not be empty")
 	}
+	for i, j := range c.Join {
+		c.Join[i] = strings.TrimSpace(j)
+		if _, _, err := net.SplitHostPort(c.Join[i]); err != nil {
+			return fmt.Errorf("join address %q: want HOST:PORT (a member's gossip address)", j)
+		}
+	}
+	if c.ClusterSecret != "" && c.ClusterSecretFile != "" {
+		return errors.New("cluster_secret and cluster_secret_file are both set: give the secret one way")
+	}
+	if c.BlobWriteQuorum < 0 {
+		return fmt.Errorf("blob_write_quorum %d must not be negative", c.BlobWriteQuorum)
+	}
+	if c.Advertise != "" && strings.ContainsAny(c.Advertise, ":/ ") && net.ParseIP(c.Advertise) == nil {
+		return fmt.Errorf("advertise %q: want a host name or IP, without a port", c.Advertise)
+	}
 	if _, err := parseLogLevel(c.LogLevel); err != nil {
 		return err
 	}
@@ -85,16 +110,83 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// clusterConfig is the cluster.Config of this node.
-func (c Config) clusterConfig(nodeID string) cluster.Config {
+// clusterConfig is the cluster.Config of this node. Each address is bound
+// as given and advertised as the advertise host with the bound port.
+func (c Config) clusterConfig(nodeID string, secret []byte) (cluster.Config, error) {
 	cc := cluster.DefaultConfig()
 	cc.NodeID = nodeID
 	cc.DataDir = c.Data
+	cc.Version = version
+	cc.Secret = secret
+	cc.DeadPeerTimeout = c.DeadPeerTimeout
+	host := c.advertiseHost()
+	var err error
 	cc.RaftAddr = c.RaftAddr
-	// No --join yet: every node is the single member of its own cluster;
-	// on a restart Raft finds its state and bootstrapping is skipped.
-	cc.Bootstrap = true
-	return cc
+	if cc.RaftAdvertise, err = withHost(host, c.RaftAddr); err != nil {
+		return cc, fmt.Errorf("raft_addr %q: %w", c.RaftAddr, err)
+	}
+	if cc.HTTPAdvertise, err = withHost(host, c.Addr); err != nil {
+		return cc, fmt.Errorf("addr %q: %w", c.Addr, err)
+	}
+	if c.GossipAddr != "" {
+		cc.GossipAddr = c.GossipAddr
+		if cc.GossipAdvertise, err = withHost(host, c.GossipAddr); err != nil {
+			return cc, fmt.Errorf("gossip_addr %q: %w", c.GossipAddr, err)
+		}
+	}
+	cc.Join = c.Join
+	// The first node of a cluster starts without --join and bootstraps it;
+	// on a restart Raft finds its state and bootstrapping is skipped. A
+	// node that joins waits to be added by the leader.
+	cc.Bootstrap = len(c.joinOthers(cc.GossipAdvertise)) == 0
+	return cc, nil
+}
+
+// joinOthers returns the join addresses that are not this node's own.
+func (c Config) joinOthers(self string) []string {
+	var out []string
+	for _, j := range c.Join {
+		if j != self && j != c.GossipAddr {
+			out = append(out, j)
+		}
+	}
+	return out
+}
+
+// advertiseHost is the host other nodes reach this one at: --advertise, or
+// else the specific IP the Raft or HTTP address binds, or else this host's
+// private IP (127.0.0.1 when it has none).
+func (c Config) advertiseHost() string {
+	if c.Advertise != "" {
+		return c.Advertise
+	}
+	for _, a := range []string{c.RaftAddr, c.Addr, c.GossipAddr} {
+		host, _, err := net.SplitHostPort(a)
+		if ip := net.ParseIP(host); err == nil && ip != nil && !ip.IsUnspecified() {
+			return host
+		}
+	}
+	if ip, err := sockaddr.GetPrivateIP(); err == nil && ip != "" {
+		return ip
+	}
+	return "127.0.0.1"
+}
+
+// withHost returns host with the port of addr.
+func withHost(host, addr string) (string, error) {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", err
+	}
+	return net.JoinHostPort(host, port), nil
+}
+
+// blobConfig is the cluster.BlobConfig of this node.
+func (c Config) blobConfig() cluster.BlobConfig {
+	bc := cluster.DefaultBlobConfig()
+	bc.WriteQuorum = c.BlobWriteQuorum
+	bc.MaxBlobSize = c.MaxBlobSize
+	return bc
 }
 
 // registryConfig is the registry.Config of this node.
@@ -119,18 +211,25 @@ func parseLogLevel(s string) (slog.Level, error) {
 
 // Names of the serve flags; each is also a BERTH_* variable.
 const (
-	flagConfig           = "config"
-	flagAddr             = "addr"
-	flagData             = "data"
-	flagRaftAddr         = "raft-addr"
-	flagNodeID           = "node-id"
-	flagAnonymousPull    = "anonymous-pull"
-	flagGCInterval       = "gc-interval"
-	flagGCGrace          = "gc-grace"
-	flagUploadPurgeAfter = "upload-purge-after"
-	flagMaxBlobSize      = "max-blob-size"
-	flagLogLevel         = "log-level"
-	flagLogFormat        = "log-format"
+	flagConfig            = "config"
+	flagAddr              = "addr"
+	flagData              = "data"
+	flagRaftAddr          = "raft-addr"
+	flagGossipAddr        = "gossip-addr"
+	flagAdvertise         = "advertise"
+	flagJoin              = "join"
+	flagClusterSecret     = "cluster-secret"
+	flagClusterSecretFile = "cluster-secret-file"
+	flagBlobWriteQuorum   = "blob-write-quorum"
+	flagDeadPeerTimeout   = "dead-peer-timeout"
+	flagNodeID            = "node-id"
+	flagAnonymousPull     = "anonymous-pull"
+	flagGCInterval        = "gc-interval"
+	flagGCGrace           = "gc-grace"
+	flagUploadPurgeAfter  = "upload-purge-after"
+	flagMaxBlobSize       = "max-blob-size"
+	flagLogLevel          = "log-level"
+	flagLogFormat         = "log-format"
 )
 
 // serveFlags returns new flag values (cli records on them whether they were
@@ -142,7 +241,14 @@ func serveFlags() []cli.Flag {
 		&cli.StringFlag{Name: flagConfig, EnvVars: []string{"BERTH_CONFIG"}, Usage: "YAML configuration `FILE`"},
 		&cli.StringFlag{Name: flagAddr, EnvVars: []string{"BERTH_ADDR"}, Value: d.Addr, Usage: "HTTP listen address (OCI API, management API, metrics)"},
 		&cli.StringFlag{Name: flagData, EnvVars: []string{"BERTH_DATA"}, Value: d.Data, Usage: "data `DIR` (Raft log, state, blobs, uploads)"},
-		&cli.StringFlag{Name: flagRaftAddr, EnvVars: []string{"BERTH_RAFT_ADDR"}, Value: d.RaftAddr, Usage: "Raft TCP address to bind and advertise (a specific IP)"},
+		&cli.StringFlag{Name: flagRaftAddr, EnvVars: []string{"BERTH_RAFT_ADDR"}, Value: d.RaftAddr, Usage: "Raft TCP address to bind (mutual TLS keyed by the cluster secret)"},
+		&cli.StringFlag{Name: flagGossipAddr, EnvVars: []string{"BERTH_GOSSIP_ADDR"}, Value: d.GossipAddr, Usage: "gossip (memberlist) address to bind, TCP and UDP"},
+		&cli.StringFlag{Name: flagAdvertise, EnvVars: []string{"BERTH_ADVERTISE"}, Usage: "`HOST` (name or IP) other nodes reach this one at (default: the IP the addresses bind, else this host's private IP)"},
+		&cli.StringSliceFlag{Name: flagJoin, EnvVars: []string{"BERTH_JOIN"}, Usage: "gossip addresses `HOST:PORT,...` of members of the cluster to join (the first node starts without)"},
+		&cli.StringFlag{Name: flagClusterSecret, EnvVars: []string{"BERTH_CLUSTER_SECRET"}, Usage: "the cluster secret, the same on every node (default: <data>/cluster.secret, generated on the first node)"},
+		&cli.StringFlag{Name: flagClusterSecretFile, EnvVars: []string{"BERTH_CLUSTER_SECRET_FILE"}, Usage: "`FILE` holding the cluster secret"},
+		&cli.IntFlag{Name: flagBlobWriteQuorum, EnvVars: []string{"BERTH_BLOB_WRITE_QUORUM"}, Value: d.BlobWriteQuorum, Usage: "nodes a blob must be durable on before an upload is acknowledged (0: 2 on a cluster of two or more nodes)"},
+		&cli.DurationFlag{Name: flagDeadPeerTimeout, EnvVars: []string{"BERTH_DEAD_PEER_TIMEOUT"}, Value: d.DeadPeerTimeout, Usage: "how long a dead member stays in the Raft configuration before the leader removes it"},
 		&cli.StringFlag{Name: flagNodeID, EnvVars: []string{"BERTH_NODE_ID"}, Usage: "node id (default: generated once and kept in <data>/node-id)"},
 		&cli.BoolFlag{Name: flagAnonymousPull, EnvVars: []string{"BERTH_ANONYMOUS_PULL"}, Value: d.AnonymousPull, Usage: "allow pulls without credentials"},
 		&cli.DurationFlag{Name: flagGCInterval, EnvVars: []string{"BERTH_GC_INTERVAL"}, Value: d.GCInterval, Usage: "how often garbage collection runs"},
@@ -172,6 +278,27 @@ func loadConfig(c *cli.Context) (Config, error) {
 	}
 	if c.IsSet(flagRaftAddr) {
 		cfg.RaftAddr = c.String(flagRaftAddr)
+	}
+	if c.IsSet(flagGossipAddr) {
+		cfg.GossipAddr = c.String(flagGossipAddr)
+	}
+	if c.IsSet(flagAdvertise) {
+		cfg.Advertise = c.String(flagAdvertise)
+	}
+	if c.IsSet(flagJoin) {
+		cfg.Join = c.StringSlice(flagJoin)
+	}
+	if c.IsSet(flagClusterSecret) {
+		cfg.ClusterSecret = c.String(flagClusterSecret)
+	}
+	if c.IsSet(flagClusterSecretFile) {
+		cfg.ClusterSecretFile = c.String(flagClusterSecretFile)
+	}
+	if c.IsSet(flagBlobWriteQuorum) {
+		cfg.BlobWriteQuorum = c.Int(flagBlobWriteQuorum)
+	}
+	if c.IsSet(flagDeadPeerTimeout) {
+		cfg.DeadPeerTimeout = c.Duration(flagDeadPeerTimeout)
 	}
 	if c.IsSet(flagNodeID) {
 		cfg.NodeID = c.String(flagNodeID)

@@ -4,6 +4,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -63,6 +64,12 @@ func TestConfigPrecedence(t *testing.T) {
 addr: ":7000"
 data: /file/data
 raft_addr: 127.0.0.2:7001
+gossip_addr: 127.0.0.2:7002
+advertise: node-a.example
+join: [node-b.example:7002, node-c.example:7002]
+cluster_secret_file: /file/secret
+blob_write_quorum: 3
+dead_peer_timeout: 10m
 node_id: file-node
 anonymous_pull: false
 gc_interval: 3h
@@ -75,6 +82,8 @@ log_format: json
 	defaults := DefaultConfig()
 	fromFile := Config{
 		Addr: ":7000", Data: "/file/data", RaftAddr: "127.0.0.2:7001", NodeID: "file-node",
+		GossipAddr: "127.0.0.2:7002", Advertise: "node-a.example", Join: []string{"node-b.example:7002", "node-c.example:7002"},
+		ClusterSecretFile: "/file/secret", BlobWriteQuorum: 3, DeadPeerTimeout: 10 * time.Minute,
 		AnonymousPull: false, GCInterval: 3 * time.Hour, GCGrace: 30 * time.Minute,
 		UploadPurgeAfter: 48 * time.Hour, MaxBlobSize: 1000, LogLevel: "debug", LogFormat: "json",
 	}
@@ -103,9 +112,13 @@ log_format: json
 				"BERTH_NODE_ID": "env-node", "BERTH_ANONYMOUS_PULL": "true", "BERTH_GC_INTERVAL": "4h",
 				"BERTH_GC_GRACE": "40m", "BERTH_UPLOAD_PURGE_AFTER": "72h", "BERTH_MAX_BLOB_SIZE": "2000",
 				"BERTH_LOG_LEVEL": "warn", "BERTH_LOG_FORMAT": "text",
+				"BERTH_GOSSIP_ADDR": "127.0.0.3:8002", "BERTH_ADVERTISE": "node-env", "BERTH_JOIN": "x:1,y:2",
+				"BERTH_CLUSTER_SECRET_FILE": "/env/secret", "BERTH_BLOB_WRITE_QUORUM": "1", "BERTH_DEAD_PEER_TIMEOUT": "1m",
 			},
 			want: Config{
 				Addr: ":8000", Data: "/env/data", RaftAddr: "127.0.0.3:8001", NodeID: "env-node",
+				GossipAddr: "127.0.0.3:8002", Advertise: "node-env", Join: []string{"x:1", "y:2"},
+				ClusterSecretFile: "/env/secret", BlobWriteQuorum: 1, DeadPeerTimeout: time.Minute,
 				AnonymousPull: true, GCInterval: 4 * time.Hour, GCGrace: 40 * time.Minute,
 				UploadPurgeAfter: 72 * time.Hour, MaxBlobSize: 2000, LogLevel: "warn", LogFormat: "text",
 			},
@@ -118,9 +131,13 @@ log_format: json
 				"--addr", ":9000", "--data", "/flag/data", "--raft-addr", "127.0.0.4:9001", "--node-id", "flag-node",
 				"--anonymous-pull=false", "--gc-interval", "5h", "--gc-grace", "50m", "--upload-purge-after", "96h",
 				"--max-blob-size", "3000", "--log-level", "error", "--log-format", "auto",
+				"--gossip-addr", ":9002", "--advertise", "10.1.2.3", "--join", "a:1", "--join", "b:2",
+				"--blob-write-quorum", "2", "--dead-peer-timeout", "30s",
 			},
 			want: Config{
 				Addr: ":9000", Data: "/flag/data", RaftAddr: "127.0.0.4:9001", NodeID: "flag-node",
+				GossipAddr: ":9002", Advertise: "10.1.2.3", Join: []string{"a:1", "b:2"}, ClusterSecretFile: "/file/secret",
+				BlobWriteQuorum: 2, DeadPeerTimeout: 30 * time.Second,
 				AnonymousPull: false, GCInterval: 5 * time.Hour, GCGrace: 50 * time.Minute,
 				UploadPurgeAfter: 96 * time.Hour, MaxBlobSize: 3000, LogLevel: "error", LogFormat: "auto",
 			},
@@ -143,7 +160,7 @@ log_format: json
 			if err != nil {
 				t.Fatalf("loadConfig: %v", err)
 			}
-			if got != tt.want {
+			if !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("config\n got %+v\nwant %+v", got, tt.want)
 			}
 		})
@@ -211,7 +228,53 @@ func TestPackageConfigsFromDefaults(t *testing.T) {
 	if err := cfg.registryConfig().Validate(); err != nil {
 		t.Errorf("registry config of the defaults: %v", err)
 	}
-	if err := cfg.clusterConfig("n1").Validate(); err != nil {
+	cc, err := cfg.clusterConfig("n1", []byte("a-secret-of-enough-length"))
+	if err == nil {
+		err = cc.Validate()
+	}
+	if err != nil {
 		t.Errorf("cluster config of the defaults: %v", err)
+	}
+	if !cc.Bootstrap {
+		t.Error("a node without --join does not bootstrap")
+	}
+	if err := cfg.blobConfig().Validate(); err != nil {
+		t.Errorf("blob config of the defaults: %v", err)
+	}
+}
+
+// TestClusterAddresses: every address is bound as given and advertised with
+// the advertise host and the bound port; a node with others to join does
+// not bootstrap.
+func TestClusterAddresses(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Data = t.TempDir()
+	cfg.Advertise = "node2"
+	cfg.Join = []string{"node1:5002", "node2:5002"}
+	cc, err := cfg.clusterConfig("node2", []byte("a-secret-of-enough-length"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cc.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if cc.RaftAddr != ":5001" || cc.RaftAdvertise != "node2:5001" || cc.HTTPAdvertise != "node2:5000" ||
+		cc.GossipAddr != ":5002" || cc.GossipAdvertise != "node2:5002" {
+		t.Errorf("addresses %q %q %q %q %q", cc.RaftAddr, cc.RaftAdvertise, cc.HTTPAdvertise, cc.GossipAddr, cc.GossipAdvertise)
+	}
+	if cc.Bootstrap {
+		t.Error("a node with a member to join bootstraps")
+	}
+	// Its own address in the join list is not a member to join.
+	cfg.Join = []string{"node2:5002"}
+	if cc, _ := cfg.clusterConfig("node2", []byte("a-secret-of-enough-length")); !cc.Bootstrap {
+		t.Error("a join list of only this node's own address keeps it from bootstrapping")
+	}
+	// Without --advertise, a specific bind IP is the advertised host.
+	cfg = DefaultConfig()
+	cfg.RaftAddr, cfg.Addr, cfg.GossipAddr = "127.0.0.9:6001", "127.0.0.9:6000", "127.0.0.9:6002"
+	cc, _ = cfg.clusterConfig("n", []byte("a-secret-of-enough-length"))
+	if cc.RaftAdvertise != "127.0.0.9:6001" || cc.HTTPAdvertise != "127.0.0.9:6000" || cc.GossipAdvertise != "127.0.0.9:6002" {
+		t.Errorf("advertised %q %q %q", cc.RaftAdvertise, cc.HTTPAdvertise, cc.GossipAdvertise)
 	}
 }

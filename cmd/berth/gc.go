@@ -31,34 +31,14 @@ func (m *Main) gcCommand() *cli.Command {
 		Usage: "run garbage collection on a running node now",
 		Description: "Deletes blobs that no manifest references and that are older than the\n" +
 			"node's gc_grace. The node also collects by itself every gc_interval.",
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "server", EnvVars: []string{"BERTH_SERVER"}, Value: "http://127.0.0.1:5000", Usage: "`URL` of the node"},
-			&cli.StringFlag{Name: "user", EnvVars: []string{"BERTH_USER"}, Value: adminUser, Usage: "admin user name"},
-			&cli.StringFlag{Name: "password", EnvVars: []string{"BERTH_PASSWORD"}, Usage: "password (default: read from <data>/admin.password)"},
-			&cli.StringFlag{Name: "data", EnvVars: []string{"BERTH_DATA"}, Value: DefaultConfig().Data, Usage: "the node's data `DIR`, to read admin.password from"},
+		Flags: append(clientFlags(),
 			&cli.BoolFlag{Name: "dry-run", Usage: "report what would be deleted, delete nothing"},
-			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: outputTable, Usage: "table or json"},
-		},
+		),
 		Action: func(c *cli.Context) error {
-			if c.NArg() > 0 {
-				return fmt.Errorf("gc takes no arguments, got %q", c.Args().Slice())
+			client, output, err := clientFrom(c, "gc")
+			if err != nil {
+				return err
 			}
-			output := c.String("output")
-			if output != outputTable && output != outputJSON {
-				return fmt.Errorf("output %q: want table or json", output)
-			}
-			password := c.String("password")
-			if password == "" {
-				p, err := readPasswordFile(filepath.Join(c.String("data"), adminPasswordFile))
-				if errors.Is(err, fs.ErrNotExist) {
-					return errors.New("no password: use --password or BERTH_PASSWORD, or --data with the node's data directory")
-				}
-				if err != nil {
-					return err
-				}
-				password = p
-			}
-			client := apiClient{server: c.String("server"), user: c.String("user"), password: password}
 			res, err := client.gc(c.Context, c.Bool("dry-run"))
 			if err != nil {
 				return err
@@ -66,6 +46,42 @@ func (m *Main) gcCommand() *cli.Command {
 			return printGC(m.Stdout, res, output)
 		},
 	}
+}
+
+// clientFlags are the flags of every command that calls a node's
+// management API.
+func clientFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "server", EnvVars: []string{"BERTH_SERVER"}, Value: "http://127.0.0.1:5000", Usage: "`URL` of the node"},
+		&cli.StringFlag{Name: "user", EnvVars: []string{"BERTH_USER"}, Value: adminUser, Usage: "admin user name"},
+		&cli.StringFlag{Name: "password", EnvVars: []string{"BERTH_PASSWORD"}, Usage: "password (default: read from <data>/admin.password)"},
+		&cli.StringFlag{Name: "data", EnvVars: []string{"BERTH_DATA"}, Value: DefaultConfig().Data, Usage: "the node's data `DIR`, to read admin.password from"},
+		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: outputTable, Usage: "table or json"},
+	}
+}
+
+// clientFrom checks a client command's arguments and flags (clientFlags)
+// and returns the API client and the output format.
+func clientFrom(c *cli.Context, name string) (apiClient, string, error) {
+	if c.NArg() > 0 {
+		return apiClient{}, "", fmt.Errorf("%s takes no arguments, got %q", name, c.Args().Slice())
+	}
+	output := c.String("output")
+	if output != outputTable && output != outputJSON {
+		return apiClient{}, "", fmt.Errorf("output %q: want table or json", output)
+	}
+	password := c.String("password")
+	if password == "" {
+		p, err := readPasswordFile(filepath.Join(c.String("data"), adminPasswordFile))
+		if errors.Is(err, fs.ErrNotExist) {
+			return apiClient{}, "", errors.New("no password: use --password or BERTH_PASSWORD, or --data with the node's data directory")
+		}
+		if err != nil {
+			return apiClient{}, "", err
+		}
+		password = p
+	}
+	return apiClient{server: c.String("server"), user: c.String("user"), password: password}, output, nil
 }
 
 // apiClient calls a node's management API with basic auth.
@@ -91,7 +107,12 @@ func (a apiClient) do(ctx context.Context, method, path string, body io.Reader, 
 	if err != nil || base.Scheme == "" || base.Host == "" {
 		return fmt.Errorf("server %q: want a URL like http://127.0.0.1:5000", a.server)
 	}
-	u := base.JoinPath(api.Prefix, path)
+	rel, err := url.Parse(path)
+	if err != nil {
+		return err
+	}
+	u := base.JoinPath(api.Prefix, rel.Path)
+	u.RawQuery = rel.RawQuery
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
 	if err != nil {
 		return err

@@ -64,6 +64,7 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		OnUsageError:   usageError,
 		Commands: []*cli.Command{
 			m.serveCommand(),
+			m.clusterCommand(),
 			m.gcCommand(),
 			m.versionCommand(),
 		},
@@ -71,6 +72,10 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 	for _, c := range app.Commands {
 		c.OnUsageError = usageError
 		c.HideHelpCommand = true
+		for _, sub := range c.Subcommands {
+			sub.OnUsageError = usageError
+			sub.HideHelpCommand = true
+		}
 	}
 	return app.RunContext(ctx, args)
 }

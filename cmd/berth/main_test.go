@@ -92,7 +92,7 @@ func startNode(t *testing.T, dir, raftAddr string) *node {
 	done := make(chan error, 1)
 	go func() {
 		done <- m.Run(ctx, []string{"berth", "serve",
-			"--addr", "127.0.0.1:0", "--raft-addr", raftAddr, "--data", dir, "--log-format", "json",
+			"--addr", "127.0.0.1:0", "--raft-addr", raftAddr, "--gossip-addr", "127.0.0.1:0", "--data", dir, "--log-format", "json",
 			"--gc-interval", "0s",
 		})
 	}()
@@ -283,7 +283,8 @@ func TestServeRejectsBadConfigBeforeTouchingDisk(t *testing.T) {
 	tests := []struct {
 		name, flag, value, wantErr string
 	}{
-		{"unspecified raft address", "--raft-addr", "0.0.0.0:5001", "raft addr"},
+		{"unspecified advertise address", "--advertise", "0.0.0.0", "advertise address"},
+		{"bad join address", "--join", "node1", "join address"},
 		{"zero gc grace", "--gc-grace", "0s", "gc grace"},
 	}
 	for _, tt := range tests {

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -27,9 +28,11 @@ import (
 
 // Timeouts of a serving node.
 const (
-	// readyTimeout bounds the wait for the node to elect a leader and
-	// catch up with its log at start.
-	readyTimeout = time.Minute
+	// readyReport is how often a node that waits for its cluster at start
+	// says so.
+	readyReport = 15 * time.Second
+	// stepDownTimeout bounds the leadership transfer at shutdown.
+	stepDownTimeout = 2 * time.Second
 	// shutdownTimeout bounds the wait for requests in flight at SIGTERM.
 	shutdownTimeout = 30 * time.Second
 	// readHeaderTimeout stops clients that open connections and send
@@ -60,8 +63,9 @@ func (m *Main) serveCommand() *cli.Command {
 	}
 }
 
-// serve runs a node until ctx ends. It wires the node in an explicit order,
-// each step needing the ones before it, and shuts down in reverse.
+// serve runs a node until ctx ends (or the node leaves its cluster). It
+// wires the node in an explicit order, each step needing the ones before
+// it, and shuts down in reverse.
 func (m *Main) serve(ctx context.Context, cfg Config) (err error) {
 	// 1. Logger first, so that every later step can report what it does.
 	logger, err := newLogger(m.Stderr, cfg.LogLevel, cfg.LogFormat)
@@ -76,25 +80,34 @@ func (m *Main) serve(ctx context.Context, cfg Config) (err error) {
 	}()
 
 	// 2. Package configs are checked before anything touches the disk, so
-	// a typo fails fast and leaves no half-created data directory.
+	// a typo fails fast and leaves no half-created data directory. The
+	// node id and secret are known only after steps 4 and 5; stand-ins let
+	// the rest of the cluster config (the addresses above all) be checked
+	// now.
 	rcfg := cfg.registryConfig()
 	if err := rcfg.Validate(); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
-	// The node id is known only after step 4; any id lets the rest of the
-	// cluster config (the Raft address above all) be checked now.
-	if err := cfg.clusterConfig(cmp.Or(cfg.NodeID, "unknown")).Validate(); err != nil {
+	bcfg := cfg.blobConfig()
+	if err := bcfg.Validate(); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	probe, err := cfg.clusterConfig(cmp.Or(cfg.NodeID, "unknown"), []byte("0123456789abcdef"))
+	if err == nil {
+		err = probe.Validate()
+	}
+	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
 
 	// 3. The data directory holds the Raft log, the state, the blobs and
-	// the admin password: only this user may read it.
+	// the secrets: only this user may read it.
 	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
 
-	// 4. The node id names this node in Raft; it must be the same on every
-	// start of this data directory, so it is kept there.
+	// 4. The node id names this node in Raft and gossip; it must be the
+	// same on every start of this data directory, so it is kept there.
 	nodeID, created, err := loadNodeID(cfg.Data, cfg.NodeID)
 	if err != nil {
 		return err
@@ -103,12 +116,23 @@ func (m *Main) serve(ctx context.Context, cfg Config) (err error) {
 		logger.Info("new node id", "node_id", nodeID, "path", filepath.Join(cfg.Data, nodeIDFile))
 	}
 	logger = logger.With("node_id", nodeID)
-	ccfg := cfg.clusterConfig(nodeID)
-	if err := ccfg.Validate(); err != nil {
+
+	// 5. The cluster secret keys gossip, Raft's TLS and the internal API:
+	// the first node generates it, joiners are given it.
+	joining := len(cfg.joinOthers(probe.GossipAdvertise)) > 0
+	secret, err := loadClusterSecret(cfg, joining, logger)
+	if err != nil {
+		return err
+	}
+	ccfg, err := cfg.clusterConfig(nodeID, secret)
+	if err == nil {
+		err = ccfg.Validate()
+	}
+	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
 
-	// 5. One metrics registry per node (not the global one), so that
+	// 6. One metrics registry per node (not the global one), so that
 	// several nodes can live in one test process.
 	metrics := prometheus.NewRegistry()
 	metrics.MustRegister(
@@ -116,8 +140,9 @@ func (m *Main) serve(ctx context.Context, cfg Config) (err error) {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 
-	// 6. The Raft node and its state machine: all metadata lives there, so
-	// everything after depends on it.
+	// 7. The Raft node, its state machine and gossip: all metadata lives
+	// there, so everything after depends on it. It joins in the
+	// background.
 	node, err := cluster.New(ccfg, logger, metrics)
 	if err != nil {
 		return fmt.Errorf("start cluster node: %w", err)
@@ -129,40 +154,10 @@ func (m *Main) serve(ctx context.Context, cfg Config) (err error) {
 		}
 	}()
 
-	// 7. Wait until the node can commit writes: the admin account below is
-	// a write, and /readyz would say "not ready" until then anyway.
-	waitStart := time.Now()
-	logger.Info("waiting for the cluster to be ready", "timeout", readyTimeout.String())
-	waitCtx, cancelWait := context.WithTimeout(ctx, readyTimeout)
-	err = node.WaitReady(waitCtx)
-	cancelWait()
-	if err != nil {
-		if ctx.Err() != nil {
-			logger.Info("stopped before the cluster was ready")
-			return nil
-		}
-		return fmt.Errorf("cluster not ready after %s: %w", readyTimeout, err)
-	}
-	logger.Info("cluster ready", "waited", time.Since(waitStart).Round(time.Millisecond).String())
-
-	// 8. The admin account must exist before clients can push.
-	var terminal io.Writer
-	if isTerminal(m.Stderr) {
-		terminal = m.Stderr
-	}
-	admin := adminSetup{
-		Users:       node,
-		DataDir:     cfg.Data,
-		EnvPassword: os.Getenv(envAdminPassword),
-		Logger:      logger,
-		Terminal:    terminal,
-	}
-	if err := admin.Run(ctx); err != nil {
-		return err
-	}
-
-	// 9. The registry: blob store, uploads and the OCI API over the node's
-	// state, with every access decision made by one Authorizer.
+	// 8. The registry: blob store, uploads and the OCI API over the node's
+	// state, with every access decision made by one Authorizer. It joins
+	// the cluster's blob replication and upload routing, and the node
+	// serves and repairs its blobs.
 	auth := registry.NewAdminAuth(node, cfg.AnonymousPull, api.Realm)
 	reg, err := registry.New(rcfg, node, auth, logger, metrics)
 	if err != nil {
@@ -174,34 +169,96 @@ func (m *Main) serve(ctx context.Context, cfg Config) (err error) {
 			err = errors.Join(err, fmt.Errorf("close registry: %w", cerr))
 		}
 	}()
+	if err := node.AttachBlobs(reg.Blobs(), bcfg); err != nil {
+		return fmt.Errorf("attach blobs: %w", err)
+	}
+	reg.JoinCluster(node, node)
 
-	// 10. One mux for every HTTP endpoint, wrapped whole in the middleware
-	// so that each request gets an id, an access log line and metrics.
+	// 9. One mux for every HTTP endpoint, wrapped whole in the middleware
+	// so that each request gets an id, an access log line and metrics. The
+	// internal API serves at once (peers need it while this node catches
+	// up); the registry and the management API answer 503 until the node
+	// is ready and its admin account exists.
+	serveCtx, stopServe := context.WithCancel(ctx)
+	defer stopServe()
+	var open atomic.Bool
 	mux := http.NewServeMux()
-	mux.Handle("/v2/", reg.Handler())
-	mux.Handle(api.Prefix, api.New(reg, node, api.Info{Version: version, NodeID: nodeID}, logger))
+	mux.Handle("/v2/", gate(&open, reg.Handler()))
+	apiHandler := api.New(reg, node, api.Info{Version: version, NodeID: nodeID}, logger).
+		WithCluster(clusterAPI{node: node, left: stopServe})
+	mux.Handle(api.Prefix, gate(&open, apiHandler))
+	mux.Handle(cluster.InternalPrefix, node.InternalHandler())
 	mux.Handle("/metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{Registry: metrics}))
 	mux.HandleFunc("/healthz", healthz)
-	mux.Handle("/readyz", readyz(node))
+	mux.Handle("/readyz", readyz(readiness(func() bool { return open.Load() && node.Ready() })))
 	handler := registry.Middleware(mux, logger.With("component", "http"), metrics)
 
-	// 11. Listen before announcing readiness, so the address is known
-	// (addr ":0" picks a free port) and a busy port fails the start.
+	// 10. Listen now, so the address is known (addr ":0" picks a free
+	// port), a busy port fails the start, and peers reach the internal API.
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	conns := &connTracker{}
 	srv := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    1 << 20,
+		ConnState:         conns.track,
 		ErrorLog:          slog.NewLogLogger(logger.With("component", "http").Handler(), slog.LevelWarn),
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
+	shutdown := func() error {
+		// Stop taking requests and let those in flight finish; then
+		// (deferred) the background work, the registry and the node.
+		shutCtx, cancelShut := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+		defer cancelShut()
+		conns.closeUnused()
+		if err := srv.Shutdown(shutCtx); err != nil {
+			logger.Warn("requests still in flight at the shutdown deadline; closing them", "error", err)
+			_ = srv.Close()
+		}
+		if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http server: %w", err)
+		}
+		logger.Info("http server stopped")
+		return nil
+	}
 
-	// 12. Background work (scheduled GC, purge of idle uploads) runs until
+	// 11. Wait until the node has a leader and has caught up with it (a
+	// joiner: until the leader has added it and sent it the state). The
+	// admin account below is a write, and a joiner must see the cluster's
+	// accounts before it decides one is missing.
+	if err := waitReady(serveCtx, node, logger); err != nil {
+		if serveCtx.Err() != nil {
+			logger.Info("stopped before the cluster was ready")
+			return shutdown()
+		}
+		return errors.Join(err, shutdown())
+	}
+
+	// 12. The admin account must exist before clients can push.
+	var terminal io.Writer
+	if isTerminal(m.Stderr) {
+		terminal = m.Stderr
+	}
+	admin := adminSetup{
+		Users:       node,
+		DataDir:     cfg.Data,
+		EnvPassword: os.Getenv(envAdminPassword),
+		Logger:      logger,
+		Terminal:    terminal,
+	}
+	if err := admin.Run(serveCtx); err != nil {
+		if serveCtx.Err() != nil {
+			return shutdown()
+		}
+		return errors.Join(err, shutdown())
+	}
+
+	// 13. Background work (scheduled GC, purge of idle uploads) runs until
 	// runCtx ends; it is stopped after the server has drained.
 	runCtx, stopRun := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
@@ -215,32 +272,115 @@ func (m *Main) serve(ctx context.Context, cfg Config) (err error) {
 		wg.Wait()
 	}()
 
-	logger.Info("berth ready", "addr", ln.Addr().String(), "raft_addr", cfg.RaftAddr, "data", cfg.Data)
+	open.Store(true)
+	logger.Info("berth ready", "addr", ln.Addr().String(), "raft_addr", node.RaftAddr(),
+		"gossip_addr", node.GossipAddr(), "http_advertise", ccfg.HTTPAdvertise, "data", cfg.Data)
 	if m.OnReady != nil {
 		m.OnReady(ln.Addr())
 	}
 
-	// Serve until SIGTERM/SIGINT (ctx) or a server failure.
+	// Serve until SIGTERM/SIGINT (ctx), a leave, or a server failure.
 	select {
-	case <-ctx.Done():
+	case <-serveCtx.Done():
 		logger.Info("shutting down", "timeout", shutdownTimeout.String())
 	case err := <-serveErr:
 		return fmt.Errorf("http server: %w", err)
 	}
+	// A leader hands leadership over first, so that writes pause for a
+	// leadership transfer, not for an election timeout.
+	stepCtx, cancelStep := context.WithTimeout(context.WithoutCancel(ctx), stepDownTimeout)
+	if err := node.StepDown(stepCtx); err != nil {
+		logger.Warn("could not hand leadership over before shutting down", "error", err)
+	}
+	cancelStep()
+	return shutdown()
+}
 
-	// Reverse order: stop taking requests and let those in flight finish,
-	// then (deferred) the background work, the registry and the node.
-	shutCtx, cancelShut := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
-	defer cancelShut()
-	if err := srv.Shutdown(shutCtx); err != nil {
-		logger.Warn("requests still in flight at the shutdown deadline; closing them", "error", err)
-		_ = srv.Close()
+// waitReady waits for node.WaitReady, saying every little while what it
+// waits for, until ctx ends.
+func waitReady(ctx context.Context, node *cluster.Node, logger *slog.Logger) error {
+	start := time.Now()
+	logger.Info("waiting for the cluster to be ready")
+	for {
+		wctx, cancel := context.WithTimeout(ctx, readyReport)
+		err := node.WaitReady(wctx)
+		cancel()
+		if err == nil {
+			logger.Info("cluster ready", "waited", time.Since(start).Round(time.Millisecond).String(), "leader", node.Leader())
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		leader := node.Leader()
+		if leader == "" {
+			leader = "none yet"
+		}
+		logger.Warn("still waiting for the cluster: a node that joins waits for the leader to add it; a restarted one for a quorum",
+			"waited", time.Since(start).Round(time.Second).String(), "leader", leader, "applied_index", node.AppliedIndex(), "last", err)
 	}
-	if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("http server: %w", err)
+}
+
+// gate answers 503 until open is set: the node is not ready to serve.
+func gate(open *atomic.Bool, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !open.Load() {
+			w.Header().Set("Retry-After", "1")
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = io.WriteString(w, `{"errors":[{"code":"UNAVAILABLE","message":"node is starting: waiting for the cluster"}]}`+"\n")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// clusterAPI adapts the node to the management API's cluster endpoints.
+type clusterAPI struct {
+	node *cluster.Node
+	left func() // ends serve once the node has left
+}
+
+func (c clusterAPI) ClusterStatus(ctx context.Context, hash bool) (any, error) {
+	return c.node.Status(ctx, hash)
+}
+
+func (c clusterAPI) LeaveCluster(ctx context.Context) error {
+	if err := c.node.Leave(ctx); err != nil {
+		return err
 	}
-	logger.Info("http server stopped")
+	// Shut down once the answer is on its way.
+	time.AfterFunc(100*time.Millisecond, c.left)
 	return nil
+}
+
+// connTracker remembers connections that never sent a request, so that a
+// shutdown can close them at once: http.Server.Shutdown waits up to 5 s for
+// such connections to send one.
+type connTracker struct {
+	mu    sync.Mutex
+	fresh map[net.Conn]struct{}
+}
+
+func (t *connTracker) track(c net.Conn, s http.ConnState) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.fresh == nil {
+		t.fresh = map[net.Conn]struct{}{}
+	}
+	if s == http.StateNew {
+		t.fresh[c] = struct{}{}
+	} else {
+		delete(t.fresh, c)
+	}
+}
+
+func (t *connTracker) closeUnused() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for c := range t.fresh {
+		_ = c.Close()
+	}
 }
 
 // healthz answers 200 while the process runs.
@@ -249,15 +389,13 @@ func healthz(w http.ResponseWriter, _ *http.Request) {
 }
 
 // readiness is what /readyz asks.
-type readiness interface {
-	Ready() bool
-}
+type readiness func() bool
 
 // readyz answers 200 when the node can serve reads and writes, 503 otherwise
 // (a load balancer then sends traffic elsewhere).
 func readyz(n readiness) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		if !n.Ready() {
+		if !n() {
 			writeStatus(w, http.StatusServiceUnavailable, "not ready")
 			return
 		}

@@ -26,6 +26,7 @@ func (berthFlavor) command(s *Server) (string, []string, []string) {
 		"--addr", s.addr,
 		"--data", s.dataDir,
 		"--raft-addr", s.raftAddr,
+		"--gossip-addr", s.gossipAddr,
 	}
 	args = append(args, s.opts.Args...)
 	var env []string

@@ -75,9 +75,11 @@ type Server struct {
 	dataDir  string
 	addr     string // HTTP, 127.0.0.1:P
 	raftAddr string
-	password string
-	logPath  string
-	logFile  *os.File
+	// gossipAddr is berth's memberlist address (TCP and UDP).
+	gossipAddr string
+	password   string
+	logPath    string
+	logFile    *os.File
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -130,7 +132,7 @@ func startFlavor(t testing.TB, f flavor, opts Options) *Server {
 	// Ports are picked free and released before the process binds them, so
 	// another process may take one in between: retry with new ports then.
 	for attempt := 1; ; attempt++ {
-		s.addr, s.raftAddr = freeAddr(t), freeAddr(t)
+		s.addr, s.raftAddr, s.gossipAddr = freeAddr(t), freeAddr(t), freeAddr(t)
 		if err := f.prepare(s); err != nil {
 			t.Fatalf("prepare %s: %v", f.name(), err)
 		}
@@ -169,6 +171,9 @@ func (s *Server) Host() string { return s.addr }
 
 // RaftAddr is the Raft transport address (berth only).
 func (s *Server) RaftAddr() string { return s.raftAddr }
+
+// GossipAddr is the gossip address other nodes join (berth only).
+func (s *Server) GossipAddr() string { return s.gossipAddr }
 
 // DataDir is the data directory that survives restarts.
 func (s *Server) DataDir() string { return s.dataDir }

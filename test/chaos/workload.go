@@ -190,10 +190,13 @@ func (w *Workload) count(f func(*WorkloadStats)) {
 	w.mu.Unlock()
 }
 
+// sample keeps an error of a kind, stamped with the time (UTC, as in the
+// nodes' logs) to find it there.
 func (w *Workload) sample(kind string, format string, args ...any) {
+	at := time.Now().UTC().Format("15:04:05.000")
 	w.count(func(s *WorkloadStats) {
 		if len(s.Samples[kind]) < maxSamples {
-			s.Samples[kind] = append(s.Samples[kind], fmt.Sprintf(format, args...))
+			s.Samples[kind] = append(s.Samples[kind], at+" "+fmt.Sprintf(format, args...))
 		}
 	})
 }

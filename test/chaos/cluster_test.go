@@ -112,7 +112,7 @@ func runClusterChaos(t *testing.T, ctx context.Context, cfg Config, env *Env, c 
 		return
 	}
 	for _, in := range r.Injected {
-		if strings.HasPrefix(in.Err, "heal") || strings.HasPrefix(in.Err, "no write succeeded") {
+		if in.Broken {
 			r.Fail("%s", in)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	mrand "math/rand"
+	"strings"
 	"sync"
 	"time"
 
@@ -41,17 +42,26 @@ type Injected struct {
 	Node string // the node it hit; empty when it was skipped
 	// At and Healed are the offsets, from the start of the fault phase, of
 	// the injection and of the moment the node was ready again after the
-	// heal (0: never).
+	// heal (0: never); When is the injection's wall-clock time, to find it
+	// in the nodes' logs.
 	At, Healed time.Duration
+	When       time.Time
 	// Failover is, for a leader kill, the time until a write succeeded
 	// again through another node (0: none was measured).
 	Failover time.Duration
-	// Skipped or failed: why the fault did not happen, or did not heal.
+	// Err says why the fault was skipped or what went wrong with it.
 	Err string
+	// Broken means the run cannot vouch for the fault: a docker command
+	// failed, the node did not recover, or no write succeeded after a
+	// leader kill.
+	Broken bool
 }
 
 func (i Injected) String() string {
 	s := fmt.Sprintf("%-11s %-8s at %6s", i.Kind, i.Node, i.At.Round(100*time.Millisecond))
+	if !i.When.IsZero() {
+		s += i.When.UTC().Format(" (15:04:05.000Z)")
+	}
 	if i.Healed > 0 {
 		s += fmt.Sprintf(", ready again at %6s", i.Healed.Round(100*time.Millisecond))
 	}
@@ -136,23 +146,29 @@ func (f *Faults) Run(ctx context.Context, schedule []Fault) {
 			break
 		}
 		idx := f.record(Injected{Fault: fault, At: time.Since(f.start)})
-		n, err := f.inject(ctx, fault)
-		if err != nil {
+		n, at, err := f.inject(ctx, fault)
+		if n == nil {
 			f.update(idx, func(in *Injected) { in.Err = err.Error() })
 			f.logf("fault %d %s: %v", i+1, fault.Kind, err)
 			<-slots
 			continue
 		}
-		killedAt := time.Now()
-		f.update(idx, func(in *Injected) { in.Node = n.Short; in.At = killedAt.Sub(f.start) })
-		f.logf("fault %d: %s %s for %s", i+1, fault.Kind, n.Short, fault.Hold.Round(100*time.Millisecond))
-		if fault.Kind == KindKillLeader {
-			wg.Go(func() { f.measureFailover(ctx, idx, n, killedAt) })
+		f.update(idx, func(in *Injected) { in.Node, in.At, in.When = n.Short, at.Sub(f.start), at })
+		undo, hold := actions[fault.Kind].heal, fault.Hold
+		if err != nil {
+			// Undo at once whatever part of it happened.
+			f.fail(idx, "inject: %v", err)
+			undo, hold = (*Node).healAny, 0
+		} else {
+			f.logf("fault %d: %s %s for %s", i+1, fault.Kind, n.Short, fault.Hold.Round(100*time.Millisecond))
+			if fault.Kind == KindKillLeader {
+				wg.Go(func() { f.measureFailover(ctx, idx, n, at) })
+			}
 		}
 		wg.Go(func() {
 			defer func() { <-slots }()
-			waitUntil(ctx, killedAt.Add(fault.Hold))
-			f.heal(idx, n, fault.Kind)
+			waitUntil(ctx, at.Add(hold))
+			f.heal(idx, n, undo)
 		})
 	}
 	wg.Wait()
@@ -237,39 +253,48 @@ func (f *Faults) target(ctx context.Context, fault Fault) (*Node, error) {
 	return nil, fmt.Errorf("every node is in a fault")
 }
 
-func (f *Faults) inject(ctx context.Context, fault Fault) (*Node, error) {
+// inject puts the fault's node into the fault. It returns the node (nil
+// when the fault was skipped) and the time the docker command started: the
+// fault takes effect during the command, which may take seconds on a
+// loaded machine, so measuring from its end would make failover look
+// faster than it is. The node counts as faulted from before the command
+// (no pull during it counts as one in calm weather) until heal.
+func (f *Faults) inject(ctx context.Context, fault Fault) (*Node, time.Time, error) {
 	n, err := f.target(ctx, fault)
 	if err != nil {
-		return nil, fmt.Errorf("skipped: %w", err)
-	}
-	act, ok := actions[fault.Kind]
-	if !ok {
-		return nil, fmt.Errorf("unknown kind %q", fault.Kind)
-	}
-	if err := act.inject(n, ctx); err != nil {
-		// Whatever half happened is undone by the final heal.
-		return nil, err
+		return nil, time.Time{}, fmt.Errorf("skipped: %w", err)
 	}
 	f.mu.Lock()
 	f.faulted[n] = true
 	f.epoch++
 	f.mu.Unlock()
-	return n, nil
+	at := time.Now()
+	return n, at, actions[fault.Kind].inject(n, ctx)
 }
 
-// heal undoes a fault and waits until the node is ready again; the node
-// stays counted as faulted (and its slot taken) when it does not recover.
-// It does not stop when the fault phase ends: every fault is healed.
-func (f *Faults) heal(idx int, n *Node, kind Kind) {
+// fail records that a fault went wrong: the run cannot vouch for it.
+func (f *Faults) fail(idx int, format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	f.update(idx, func(in *Injected) {
+		in.Broken = true
+		in.Err = strings.TrimPrefix(in.Err+"; "+msg, "; ")
+	})
+	f.logf("fault %d: %s", idx+1, msg)
+}
+
+// heal undoes a fault with undo and waits until the node is ready again;
+// the node stays counted as faulted (and its slot taken) when it does not
+// recover. It does not stop when the fault phase ends: every fault is
+// healed.
+func (f *Faults) heal(idx int, n *Node, undo func(*Node, context.Context) error) {
 	ctx, cancel := context.WithTimeout(context.Background(), healTimeout)
 	defer cancel()
-	err := actions[kind].heal(n, ctx)
+	err := undo(n, ctx)
 	if err == nil {
 		err = n.WaitReady(ctx, readyTimeout)
 	}
 	if err != nil {
-		f.update(idx, func(in *Injected) { in.Err = "heal: " + err.Error() })
-		f.logf("heal %s of %s: %v", kind, n.Short, err)
+		f.fail(idx, "heal: %v", err)
 		return
 	}
 	f.mu.Lock()
@@ -278,7 +303,7 @@ func (f *Faults) heal(idx int, n *Node, kind Kind) {
 	f.lastHeal = time.Now()
 	f.log[idx].Healed = f.lastHeal.Sub(f.start)
 	f.mu.Unlock()
-	f.logf("healed %s of %s", kind, n.Short)
+	f.logf("healed %s", n.Short)
 }
 
 // measureFailover writes through the nodes that survived the kill of the
@@ -328,9 +353,7 @@ func (f *Faults) measureFailover(ctx context.Context, idx int, killed *Node, at 
 			break
 		}
 	}
-	f.update(idx, func(in *Injected) {
-		in.Err = fmt.Sprintf("no write succeeded within %s of the leader kill: %v", failoverTimeout, last)
-	})
+	f.fail(idx, "no write succeeded within %s of the leader kill: %v", failoverTimeout, last)
 }
 
 // HealAll undoes any fault a node of nodes is still in (a fault whose

@@ -2,9 +2,10 @@
 # The compose cluster's life cycle, for `make cluster-up` and
 # `make cluster-down` (README.md, "Run a cluster").
 #
-#   cluster.sh up          create .env if missing, start node1 (it bootstraps)
-#                          and wait for it, start node2 and node3 (they join),
-#                          wait until every node's /readyz answers 200
+#   cluster.sh up          create .env if missing; on the first start, start
+#                          node1 (it bootstraps) and wait for it; start all
+#                          (node2 and node3 join); wait until every node's
+#                          /readyz answers 200
 #   cluster.sh down [ARGS] stop and remove the containers; the volumes stay
 #                          unless ARGS has -v
 #
@@ -65,9 +66,13 @@ up() {
 	# shellcheck source=/dev/null
 	. ./.env
 	set +a
-	# node1 first: node2 and node3 join it over gossip.
-	compose up -d node1
-	wait_ready node1
+	# On the first start node1 bootstraps and must serve before node2 and
+	# node3 can join it. Later starts (the volumes exist) need all three at
+	# once: a node that restarts serves only when a majority is back.
+	if ! docker volume inspect "${COMPOSE_PROJECT_NAME:-berth}_node1-data" >/dev/null 2>&1; then
+		compose up -d node1
+		wait_ready node1
+	fi
 	compose up -d
 	wait_ready "${NODES[@]}"
 	echo

@@ -77,6 +77,10 @@ type Config struct {
 	SnapshotBytes int64
 	// SnapshotInterval is how often Raft checks SnapshotThreshold.
 	SnapshotInterval time.Duration
+	// SnapshotMaxAge makes the node take a snapshot when the last one is
+	// older than this and commands were applied since, so that a restart
+	// replays a bounded log. 0 turns the age trigger off.
+	SnapshotMaxAge time.Duration
 	// TrailingLogs is how many entries a snapshot leaves in the log; a
 	// follower further behind catches up by snapshot.
 	TrailingLogs uint64
@@ -127,6 +131,7 @@ func DefaultConfig() Config {
 		SnapshotThreshold:  8192,
 		SnapshotBytes:      256 << 20,
 		SnapshotInterval:   2 * time.Minute,
+		SnapshotMaxAge:     time.Hour,
 		TrailingLogs:       10240,
 		HeartbeatTimeout:   500 * time.Millisecond,
 		ElectionTimeout:    500 * time.Millisecond,
@@ -136,8 +141,9 @@ func DefaultConfig() Config {
 	}
 }
 
-// withDefaults fills the zero-valued fields (except Bootstrap, SnapshotBytes
-// and RaftLogLevel, whose zero values are meaningful) from DefaultConfig.
+// withDefaults fills the zero-valued fields (except Bootstrap, SnapshotBytes,
+// SnapshotMaxAge and RaftLogLevel, whose zero values are meaningful) from
+// DefaultConfig.
 func (c Config) withDefaults() Config {
 	d := DefaultConfig()
 	c.RaftAddr = cmp.Or(c.RaftAddr, d.RaftAddr)
@@ -174,6 +180,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: snapshot threshold must be positive", ErrConfig)
 	case c.SnapshotBytes < 0:
 		return fmt.Errorf("%w: snapshot bytes must not be negative", ErrConfig)
+	case c.SnapshotMaxAge < 0:
+		return fmt.Errorf("%w: snapshot max age must not be negative", ErrConfig)
 	case c.SnapshotInterval <= 0:
 		return fmt.Errorf("%w: snapshot interval must be positive", ErrConfig)
 	case c.MaxVoters < 1:

@@ -32,9 +32,11 @@ type fsm struct {
 	notifyMu sync.Mutex
 	notify   chan struct{}
 
-	// applyBytes counts the command bytes applied since the last snapshot
-	// (for the size trigger of snapshots).
-	applyBytes atomic.Int64
+	// applyBytes counts the command bytes applied since the last snapshot,
+	// and lastSnapshot is when that was (unix nanoseconds), for the size and
+	// age triggers of snapshots.
+	applyBytes   atomic.Int64
+	lastSnapshot atomic.Int64
 	// onApplied, when set, is called after each batch commits with the
 	// blobs that the batch's manifests reference (for blob repair). It runs
 	// on raft's FSM goroutine and must not block.
@@ -227,6 +229,8 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("snapshot state: %w", err)
 	}
+	f.applyBytes.Store(0)
+	f.lastSnapshot.Store(time.Now().UnixNano())
 	return &snapshot{tx: tx}, nil
 }
 

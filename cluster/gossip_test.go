@@ -1,19 +1,23 @@
 package cluster_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/berth-registry/berth/cluster"
 	"github.com/berth-registry/berth/oci"
+	"github.com/berth-registry/berth/registry"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -22,11 +26,12 @@ var testSecret = []byte("test-cluster-secret-0123456789")
 // member is one node of a real cluster in this process: TCP Raft, UDP+TCP
 // gossip and the internal API on a loopback HTTP server.
 type member struct {
-	t    *testing.T
-	cfg  cluster.Config
-	node *cluster.Node
-	ln   net.Listener
-	srv  *http.Server
+	t     *testing.T
+	cfg   cluster.Config
+	node  *cluster.Node
+	ln    net.Listener
+	srv   *http.Server
+	blobs *registry.BlobStore
 }
 
 func startMember(t *testing.T, id, dir string, join ...string) *member {
@@ -56,6 +61,15 @@ func runMember(t *testing.T, cfg cluster.Config, ln net.Listener) *member {
 		t.Fatal(err)
 	}
 	m := &member{t: t, cfg: cfg, node: n, ln: ln}
+	m.blobs, err = registry.OpenBlobStore(filepath.Join(cfg.DataDir, "blobs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bc := cluster.DefaultBlobConfig()
+	bc.RepairInterval = 500 * time.Millisecond
+	if err := n.AttachBlobs(m.blobs, bc); err != nil {
+		t.Fatal(err)
+	}
 	mux := http.NewServeMux()
 	mux.Handle(cluster.InternalPrefix, n.InternalHandler())
 	m.srv = &http.Server{Handler: mux}
@@ -227,4 +241,176 @@ type tWriter struct{ t *testing.T }
 func (w tWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))
 	return len(p), nil
+}
+
+// startCluster starts n members, the first bootstrapping, and waits until
+// all are voters.
+func startCluster(t *testing.T, n int) []*member {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	first := startMember(t, "m0", t.TempDir())
+	if err := first.node.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	all := []*member{first}
+	for i := 1; i < n; i++ {
+		all = append(all, startMember(t, fmt.Sprintf("m%d", i), t.TempDir(), first.gossipAddr()))
+	}
+	for _, m := range all {
+		if err := m.node.WaitReady(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, fmt.Sprintf("%d voters", n), 30*time.Second, func() bool { return len(voters(t, first)) == n })
+	return all
+}
+
+// putBlob stores content on m and replicates it to the write quorum.
+func putBlob(t *testing.T, m *member, content []byte) oci.Digest {
+	t.Helper()
+	d := oci.DigestOf(content)
+	if _, err := m.blobs.Put(context.Background(), d, bytes.NewReader(content), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.node.ReplicateBlob(context.Background(), d, int64(len(content))); err != nil {
+		t.Fatalf("replicate %s: %v", d, err)
+	}
+	return d
+}
+
+func holders(ms []*member, d oci.Digest) int {
+	n := 0
+	for _, m := range ms {
+		if _, _, err := m.blobs.Stat(d); err == nil {
+			n++
+		}
+	}
+	return n
+}
+
+// TestBlobQuorumAndRepair: an upload is on exactly the write quorum (2 of
+// 3) when it is acknowledged; once a manifest references it, repair brings
+// it to every node, including one that was down.
+func TestBlobQuorumAndRepair(t *testing.T) {
+	if testing.Short() {
+		t.Skip("forms a real cluster")
+	}
+	ctx := context.Background()
+	ms := startCluster(t, 3)
+	layer := []byte("a layer that must not be lost")
+	d := putBlob(t, ms[1], layer)
+	if got := holders(ms, d); got != 2 {
+		t.Fatalf("blob on %d nodes after ReplicateBlob, want the quorum of 2", got)
+	}
+	// Take one holder down; the one without the blob fetches it once a
+	// manifest references it.
+	var down *member
+	for _, m := range ms {
+		if _, _, err := m.blobs.Stat(d); err == nil && m != ms[1] {
+			down = m
+		}
+	}
+	down.stop()
+	if err := ms[1].node.LinkBlob(ctx, "app", d, int64(len(layer))); err != nil {
+		t.Fatal(err)
+	}
+	payload := []byte(`{"schemaVersion":2,"layers":["x"]}`)
+	rec := oci.Record{Repo: "app", Digest: oci.DigestOf(payload), MediaType: oci.MediaTypeImageManifest,
+		Size: int64(len(payload)), Blobs: []oci.Digest{d}, Created: 1}
+	if err := ms[1].node.PutManifest(ctx, rec, payload, "v1"); err != nil {
+		t.Fatal(err)
+	}
+	var up []*member
+	for _, m := range ms {
+		if m != down {
+			up = append(up, m)
+		}
+	}
+	waitFor(t, "the blob on both live nodes", 20*time.Second, func() bool { return holders(up, d) == 2 })
+	// FetchBlob reads it from a peer that has it.
+	rc, size, err := up[0].node.FetchBlob(ctx, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(rc)
+	rc.Close()
+	if size != int64(len(layer)) || !bytes.Equal(got, layer) {
+		t.Fatalf("FetchBlob = %d bytes %q", size, got)
+	}
+}
+
+// TestWrongSecretCannotJoin: a node with another cluster secret is refused
+// by gossip (it cannot decrypt) and by Raft (its TLS key differs), and never
+// becomes ready.
+func TestWrongSecretCannotJoin(t *testing.T) {
+	if testing.Short() {
+		t.Skip("forms a real cluster")
+	}
+	ms := startCluster(t, 1)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := ms[0].cfg
+	cfg.NodeID, cfg.DataDir, cfg.RaftAddr, cfg.RaftAdvertise = "intruder", t.TempDir(), freeAddr(t), ""
+	cfg.GossipAddr, cfg.GossipAdvertise, cfg.HTTPAdvertise = "127.0.0.1:0", "", ln.Addr().String()
+	cfg.Secret = []byte("some-other-cluster-secret-456")
+	cfg.Join, cfg.Bootstrap = []string{ms[0].gossipAddr()}, false
+	intruder := runMember(t, cfg, ln)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := intruder.node.WaitReady(ctx); err == nil {
+		t.Fatal("a node with the wrong secret became ready")
+	}
+	for _, m := range ms[0].node.Members() {
+		if m.ID == "intruder" {
+			t.Fatalf("the leader's gossip lists the intruder: %+v", m)
+		}
+	}
+	if v := voters(t, ms[0]); len(v) != 1 {
+		t.Fatalf("voters %v", v)
+	}
+}
+
+// TestLeave: a member that leaves is removed from the configuration at
+// once, the others go on, and leaving is refused when it would lose the
+// quorum.
+func TestLeave(t *testing.T) {
+	if testing.Short() {
+		t.Skip("forms a real cluster")
+	}
+	ctx := context.Background()
+	ms := startCluster(t, 3)
+	leaver := leaderOf(ms...) // the hardest case: it hands leadership over first
+	if err := leaver.node.Leave(ctx); err != nil {
+		t.Fatalf("leave: %v", err)
+	}
+	leaver.stop()
+	var rest []*member
+	for _, m := range ms {
+		if m != leaver {
+			rest = append(rest, m)
+		}
+	}
+	if v := voters(t, rest[0]); len(v) != 2 {
+		t.Fatalf("voters after leave %v, want 2", v)
+	}
+	if err := rest[0].node.LinkBlob(ctx, "app", oci.DigestOf([]byte("after leave")), 1); err != nil {
+		t.Fatalf("write after a leave: %v", err)
+	}
+	// One of two dies: the last one may not leave (it would be alone with a
+	// dead voter).
+	rest[1].stop()
+	waitFor(t, "gossip to see the dead member", 10*time.Second, func() bool {
+		for _, m := range rest[0].node.Members() {
+			if m.ID == rest[1].cfg.NodeID {
+				return m.State == cluster.StateDead
+			}
+		}
+		return false
+	})
+	if err := rest[0].node.Leave(ctx); !errors.Is(err, cluster.ErrUnsafe) {
+		t.Fatalf("unsafe leave: %v, want ErrUnsafe", err)
+	}
 }

@@ -216,8 +216,9 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Node, err
 		n.bg.Go(func() { n.gossip.join(n.bgCtx, cfg.Join) })
 		n.bg.Go(func() { n.runMembership(n.bgCtx) })
 	}
-	if cfg.SnapshotBytes > 0 {
-		n.bg.Go(func() { n.runSnapshotBySize(n.bgCtx) })
+	if cfg.SnapshotBytes > 0 || cfg.SnapshotMaxAge > 0 {
+		f.lastSnapshot.Store(time.Now().UnixNano())
+		n.bg.Go(func() { n.runSnapshots(n.bgCtx) })
 	}
 	ok = true
 	return n, nil
@@ -231,13 +232,17 @@ func (n *Node) lookup(id string) (Member, bool) {
 	return n.gossip.member(id)
 }
 
-// snapshotCheckEvery is how often the size trigger of snapshots looks.
-const snapshotCheckEvery = 5 * time.Second
+// snapshotCheckEvery is how often the size and age triggers of snapshots
+// look.
+var snapshotCheckEvery = 5 * time.Second
 
-// runSnapshotBySize takes a snapshot whenever the commands applied since
-// the last one add up to SnapshotBytes, so that a log of large manifests
-// is compacted before it counts SnapshotThreshold entries.
-func (n *Node) runSnapshotBySize(ctx context.Context) {
+// runSnapshots takes a snapshot whenever the commands applied since the
+// last one add up to SnapshotBytes (a log of large manifests is compacted
+// before it counts SnapshotThreshold entries), or the last one is older
+// than SnapshotMaxAge and something was applied since (a restart replays a
+// bounded log). Raft's own trigger (SnapshotThreshold entries, checked
+// every SnapshotInterval) runs besides.
+func (n *Node) runSnapshots(ctx context.Context) {
 	t := time.NewTicker(snapshotCheckEvery)
 	defer t.Stop()
 	for {
@@ -246,14 +251,26 @@ func (n *Node) runSnapshotBySize(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if n.fsm.applyBytes.Load() < n.cfg.SnapshotBytes {
+		bytes := n.fsm.applyBytes.Load()
+		age := time.Since(time.Unix(0, n.fsm.lastSnapshot.Load()))
+		var reason string
+		switch {
+		case n.cfg.SnapshotBytes > 0 && bytes >= n.cfg.SnapshotBytes:
+			reason = "size"
+		case n.cfg.SnapshotMaxAge > 0 && age >= n.cfg.SnapshotMaxAge && bytes > 0:
+			reason = "age"
+		default:
 			continue
 		}
-		if err := n.raft.Snapshot().Error(); err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
-			n.logger.Warn("snapshot by size", "error", err)
-			continue
+		err := n.raft.Snapshot().Error()
+		switch {
+		case errors.Is(err, raft.ErrNothingNewToSnapshot):
+			n.fsm.lastSnapshot.Store(time.Now().UnixNano())
+		case err != nil:
+			n.logger.Warn("snapshot", "trigger", reason, "error", err)
+		default:
+			n.logger.Info("took a snapshot", "trigger", reason, "bytes_since_last", bytes, "age", age.Round(time.Second).String())
 		}
-		n.logger.Info("took a snapshot: applied commands reached the size threshold", "bytes", n.cfg.SnapshotBytes)
 	}
 }
 

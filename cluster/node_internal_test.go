@@ -123,3 +123,57 @@ func TestUnlinkBlobsChunks(t *testing.T) {
 		}
 	}
 }
+
+// TestSnapshotBySize: a node takes a snapshot once the commands applied
+// since the last one add up to SnapshotBytes, long before SnapshotThreshold
+// entries.
+func TestSnapshotBySize(t *testing.T) {
+	old := snapshotCheckEvery
+	snapshotCheckEvery = 20 * time.Millisecond
+	t.Cleanup(func() { snapshotCheckEvery = old })
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	dir := t.TempDir()
+	cfg := DefaultConfig()
+	cfg.NodeID, cfg.DataDir, cfg.RaftAddr = "n1", dir, addr
+	cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = 50*time.Millisecond, 50*time.Millisecond, 50*time.Millisecond
+	cfg.SnapshotBytes = 4 << 10
+	n, err := New(cfg, quietLogger(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	ctx := context.Background()
+	if err := n.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	snapshots := func() int {
+		entries, _ := os.ReadDir(filepath.Join(dir, raftDirName, "snapshots"))
+		return len(entries)
+	}
+	if got := snapshots(); got != 0 {
+		t.Fatalf("%d snapshots before any write", got)
+	}
+	// About 6 KiB of commands in 16 entries: the entry threshold (8192) is
+	// far.
+	for i := range 16 {
+		repo := fmt.Sprintf("team/%0200d", i)
+		if err := n.LinkBlob(ctx, repo, oci.DigestOf(fmt.Appendf(nil, "blob %d", i)), 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for snapshots() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no snapshot after %d command bytes (threshold %d)", n.fsm.applyBytes.Load(), cfg.SnapshotBytes)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n.fsm.applyBytes.Load() >= cfg.SnapshotBytes {
+		t.Fatalf("the byte count was not reset by the snapshot: %d", n.fsm.applyBytes.Load())
+	}
+}

@@ -71,7 +71,10 @@ func runClusterChaos(t *testing.T, ctx context.Context, cfg Config, env *Env, c 
 	client := NewClient(env.Password)
 	defer client.Close()
 	ledger := &Ledger{}
-	faults := NewFaults(c, client, ledger, max(sc.MaxFaulted, 1), cfg.Seed, t.Logf)
+	faults := NewFaults(FaultsConfig{
+		Nodes: c.Nodes, Leader: c.Leader, MaxFaulted: sc.MaxFaulted,
+		Client: client, Ledger: ledger, Seed: cfg.Seed, Logf: t.Logf,
+	})
 	wcfg := DefaultWorkloadConfig()
 	wcfg.Seed, wcfg.Pushers, wcfg.Pullers = cfg.Seed, cfg.Pushers, cfg.Pullers
 	work := NewWorkload(wcfg, client, c.Nodes, ledger, faults)

@@ -23,5 +23,9 @@
 // pushes and pulls; [Workload] and [Ledger] generate load and remember
 // every acknowledged push; [NewSchedule] and [Faults] plan and inject
 // faults; the checkers ([CheckImages], [CheckLogs], [Cluster.WaitConverged])
-// verify; [Report] collects and prints the outcome.
+// verify; [Report] collects and prints the outcome. A scenario is one test
+// function (TestCluster in cluster_test.go) that wires them: a multi-region
+// one starts several clusters in one Env (each StartCluster with its own
+// name and secret), runs one Faults over the nodes of all of them, and
+// checks each region's ledger with CheckImages.
 package chaos

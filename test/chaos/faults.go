@@ -74,18 +74,34 @@ func (i Injected) String() string {
 	return s
 }
 
-// Faults injects a schedule of faults into a cluster and heals them,
-// never letting more than MaxFaulted nodes be in a fault at once: a node
-// counts as faulted from its injection until it is ready again after its
-// heal. It measures failover after every leader kill, and implements
-// Weather for the workload.
+// FaultsConfig configures Faults.
+type FaultsConfig struct {
+	// Nodes are the targets: a schedule's Target indexes them. They may
+	// span several clusters.
+	Nodes []*Node
+	// Leader finds the node to kill for KindKillLeader, asking the healthy
+	// nodes; Cluster.Leader for one cluster. Nil: leader kills are skipped.
+	Leader func(ctx context.Context, healthy []*Node) (*Node, error)
+	// MaxFaulted is the most nodes in a fault at once, at least 1.
+	MaxFaulted int
+	// Client and Ledger serve the failover probes: tiny images, pushed and
+	// recorded like every acknowledged push.
+	Client *Client
+	Ledger *Ledger
+	// Seed seeds the probes' images.
+	Seed int64
+	// Logf reports each fault and heal; nil discards it.
+	Logf func(format string, args ...any)
+}
+
+// Faults injects a schedule of faults and heals them, never letting more
+// than MaxFaulted nodes be in a fault at once: a node counts as faulted
+// from its injection until it is ready again after its heal. It measures
+// failover after every leader kill, and implements Weather for the
+// workload.
 type Faults struct {
-	cluster    *Cluster
-	client     *Client
-	ledger     *Ledger
-	maxFaulted int
-	seed       int64
-	logf       func(format string, args ...any)
+	cfg  FaultsConfig
+	logf func(format string, args ...any)
 
 	mu       sync.Mutex
 	start    time.Time
@@ -97,11 +113,14 @@ type Faults struct {
 
 var _ Weather = (*Faults)(nil)
 
-// NewFaults returns an injector for c. Failover probes push tiny images
-// with client and record them in ledger like every acknowledged push.
-func NewFaults(c *Cluster, client *Client, ledger *Ledger, maxFaulted int, seed int64, logf func(string, ...any)) *Faults {
-	return &Faults{cluster: c, client: client, ledger: ledger, maxFaulted: maxFaulted, seed: seed, logf: logf,
-		faulted: map[*Node]bool{}}
+// NewFaults returns an injector for cfg.Nodes.
+func NewFaults(cfg FaultsConfig) *Faults {
+	cfg.MaxFaulted = max(cfg.MaxFaulted, 1)
+	f := &Faults{cfg: cfg, logf: cfg.Logf, faulted: map[*Node]bool{}}
+	if f.logf == nil {
+		f.logf = func(string, ...any) {}
+	}
+	return f
 }
 
 // Calm implements Weather.
@@ -132,7 +151,7 @@ func (f *Faults) Run(ctx context.Context, schedule []Fault) {
 	f.mu.Lock()
 	f.start = time.Now()
 	f.mu.Unlock()
-	slots := make(chan struct{}, max(f.maxFaulted, 1))
+	slots := make(chan struct{}, f.cfg.MaxFaulted)
 	var wg sync.WaitGroup
 	for i, fault := range schedule {
 		if !waitUntil(ctx, f.start.Add(fault.Start)) {
@@ -205,7 +224,7 @@ func (f *Faults) healthy() []*Node {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var out []*Node
-	for _, n := range f.cluster.Nodes {
+	for _, n := range f.cfg.Nodes {
 		if !f.faulted[n] {
 			out = append(out, n)
 		}
@@ -222,10 +241,13 @@ func (f *Faults) target(ctx context.Context, fault Fault) (*Node, error) {
 		return nil, fmt.Errorf("no healthy node")
 	}
 	if fault.Kind == KindKillLeader {
+		if f.cfg.Leader == nil {
+			return nil, fmt.Errorf("no way to find a leader")
+		}
 		ctx, cancel := context.WithTimeout(ctx, leaderTimeout)
 		defer cancel()
 		for {
-			l, err := f.cluster.Leader(ctx, healthy)
+			l, err := f.cfg.Leader(ctx, healthy)
 			if err == nil {
 				f.mu.Lock()
 				busy := f.faulted[l]
@@ -240,7 +262,7 @@ func (f *Faults) target(ctx context.Context, fault Fault) (*Node, error) {
 			}
 		}
 	}
-	nodes := f.cluster.Nodes
+	nodes := f.cfg.Nodes
 	for k := range nodes {
 		n := nodes[(fault.Target+k)%len(nodes)]
 		f.mu.Lock()
@@ -323,7 +345,7 @@ func (f *Faults) measureFailover(ctx context.Context, idx int, killed *Node, at 
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), failoverTimeout)
 	defer cancel()
-	src := mrand.NewSource(f.seed + int64(idx))
+	src := mrand.NewSource(f.cfg.Seed + int64(idx))
 	var last error
 	for i := 0; ; i++ {
 		n := survivors[i%len(survivors)]
@@ -338,12 +360,12 @@ func (f *Faults) measureFailover(ctx context.Context, idx int, killed *Node, at 
 			break
 		}
 		actx, acancel := context.WithTimeout(ctx, probeTimeout)
-		err = f.client.Push(actx, n, desc.Repo, desc.Tag, img)
+		err = f.cfg.Client.Push(actx, n, desc.Repo, desc.Tag, img)
 		acancel()
 		if err == nil {
 			took := time.Since(at)
 			desc.Via = n.Short
-			f.ledger.Add(desc)
+			f.cfg.Ledger.Add(desc)
 			f.update(idx, func(in *Injected) { in.Failover = took })
 			f.logf("failover after killing leader %s: a write succeeded through %s after %s", killed.Short, n.Short, took.Round(time.Millisecond))
 			return

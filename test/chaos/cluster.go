@@ -45,9 +45,6 @@ func (e *Env) StartCluster(ctx context.Context, spec ClusterSpec) (*Cluster, err
 	if spec.Nodes < 1 {
 		return nil, fmt.Errorf("cluster %s: %d nodes", spec.Name, spec.Nodes)
 	}
-	if !e.Clustering && spec.Nodes > 1 {
-		return nil, fmt.Errorf("cluster %s: %d nodes, but %s has no cluster flags (berth serve --help shows no --join)", spec.Name, spec.Nodes, e.Image)
-	}
 	c := &Cluster{Name: spec.Name, Secret: "chaos-secret-" + randomHex(16), env: e}
 	start := time.Now()
 	for i := range spec.Nodes {
@@ -83,16 +80,10 @@ func (e *Env) StartCluster(ctx context.Context, spec ClusterSpec) (*Cluster, err
 // serveArgs are the command line of a new node of c named name: it
 // advertises its container name, and joins the nodes started before it.
 func (c *Cluster) serveArgs(name string, extra []string) []string {
-	args := []string{"serve", "--node-id", name, "--log-format", "json"}
-	if !c.env.Clustering {
-		// A berth without clustering: Raft must bind a specific IP, and
-		// loopback is the one the container always has.
-		return append(append(args, "--raft-addr", "127.0.0.1:"+strconv.Itoa(raftPort)), extra...)
-	}
-	args = append(args,
+	args := []string{"serve", "--node-id", name, "--log-format", "json",
 		"--advertise", name,
-		"--raft-addr", ":"+strconv.Itoa(raftPort),
-		"--gossip-addr", ":"+strconv.Itoa(gossipPort))
+		"--raft-addr", ":" + strconv.Itoa(raftPort),
+		"--gossip-addr", ":" + strconv.Itoa(gossipPort)}
 	var join []string
 	for _, n := range c.Nodes {
 		join = append(join, n.Name+":"+strconv.Itoa(gossipPort))
@@ -124,9 +115,6 @@ func (c *Cluster) Node(id string) *Node {
 // Leader asks the nodes of among, in order, for the current Raft leader
 // and returns the first answer that names a node of the cluster.
 func (c *Cluster) Leader(ctx context.Context, among []*Node) (*Node, error) {
-	if !c.env.Clustering {
-		return c.Nodes[0], nil
-	}
 	var errs []error
 	for _, n := range among {
 		st, err := n.Status(ctx, false)
@@ -145,9 +133,6 @@ func (c *Cluster) Leader(ctx context.Context, among []*Node) (*Node, error) {
 // WaitMembers polls until every node lists every node as a live voter and
 // names the same leader.
 func (c *Cluster) WaitMembers(ctx context.Context, timeout time.Duration) error {
-	if !c.env.Clustering {
-		return nil
-	}
 	return c.poll(ctx, timeout, func(ctx context.Context) error {
 		_, err := c.agree(ctx, false)
 		return err
@@ -166,10 +151,6 @@ type Convergence struct {
 // index and state hash (GET /api/v1/cluster?hash=true), that is the same
 // applied state. On timeout the error says what still differed.
 func (c *Cluster) WaitConverged(ctx context.Context, timeout time.Duration) (Convergence, error) {
-	if !c.env.Clustering {
-		// One node without a cluster API: ready is all it can say.
-		return Convergence{Leader: c.Nodes[0].Short}, c.Nodes[0].WaitReady(ctx, timeout)
-	}
 	var conv Convergence
 	err := c.poll(ctx, timeout, func(ctx context.Context) error {
 		var err error

@@ -54,11 +54,6 @@ type Env struct {
 	Subnet   netip.Prefix // the network's /24
 	Password string       // the admin password of every node
 
-	// Clustering reports whether the image's `berth serve` has the cluster
-	// flags (--join, --advertise, …). Without them a Cluster can have only
-	// one node, which checks the harness itself.
-	Clustering bool
-
 	logf func(format string, args ...any)
 	http *http.Client // for the management API and /readyz
 
@@ -109,11 +104,13 @@ func NewEnv(ctx context.Context, cfg EnvConfig) (*Env, error) {
 	if err != nil {
 		return nil, fmt.Errorf("berth serve --help in %s: %w", e.Image, err)
 	}
-	e.Clustering = strings.Contains(help, "--join")
+	if !strings.Contains(help, "--join") {
+		return nil, fmt.Errorf("%s has no cluster flags (berth serve --help shows no --join): rebuild it with make image", e.Image)
+	}
 	if err := e.createNetwork(ctx); err != nil {
 		return nil, err
 	}
-	e.logf("run %s: network %s (%s), image %s, clustering %v", e.Prefix, e.Network, e.Subnet, e.Image, e.Clustering)
+	e.logf("run %s: network %s (%s), image %s", e.Prefix, e.Network, e.Subnet, e.Image)
 	return e, nil
 }
 

@@ -3,7 +3,6 @@ package chaos
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -226,9 +225,6 @@ type Member struct {
 	Error             string `json:"error"`
 }
 
-// errNoClusterAPI is the answer of a node whose berth has no cluster API.
-var errNoClusterAPI = errors.New("no cluster API (GET /api/v1/cluster answered 404)")
-
 // Status asks the node for its view of the cluster; with hash, every
 // reachable member's state hash is filled in.
 func (n *Node) Status(ctx context.Context, hash bool) (*Status, error) {
@@ -250,10 +246,7 @@ func (n *Node) Status(ctx context.Context, hash bool) (*Status, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster status of %s: %w", n.Short, err)
 	}
-	switch {
-	case resp.StatusCode == http.StatusNotFound:
-		return nil, errNoClusterAPI
-	case resp.StatusCode != http.StatusOK:
+	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("cluster status of %s: %s: %s", n.Short, resp.Status, tail(string(body), 3))
 	}
 	var st Status

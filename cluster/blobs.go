@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -315,7 +316,7 @@ func (b *blobRepair) fetchInto(ctx context.Context, d oci.Digest) error {
 }
 
 // peerCandidates returns the other members that may hold blobs (alive or
-// suspect, with an HTTP address), in random order.
+// suspect, with an HTTP address), in random order, alive ones first.
 func (b *blobRepair) peerCandidates() []Member {
 	var out []Member
 	for _, m := range b.n.Members() {
@@ -325,6 +326,16 @@ func (b *blobRepair) peerCandidates() []Member {
 		out = append(out, m)
 	}
 	rand.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
+	// Suspects last: they may be frozen or gone.
+	slices.SortStableFunc(out, func(a, b Member) int {
+		switch {
+		case a.State == b.State:
+			return 0
+		case a.State == StateAlive:
+			return -1
+		}
+		return 1
+	})
 	return out
 }
 
@@ -340,7 +351,7 @@ func (b *blobRepair) open(ctx context.Context, m Member, d oci.Digest) (io.ReadC
 		return nil, 0, err
 	}
 	sign(req, b.n.keys.api, b.n.cfg.NodeID, time.Now())
-	resp, err := b.n.client.Do(req)
+	resp, err := b.n.fetchClient.Do(req)
 	if err != nil {
 		return nil, 0, fmt.Errorf("from %s: %w", m.ID, err)
 	}
@@ -361,7 +372,7 @@ func (b *blobRepair) stat(ctx context.Context, m Member, d oci.Digest) (int64, e
 		return 0, err
 	}
 	sign(req, b.n.keys.api, b.n.cfg.NodeID, time.Now())
-	resp, err := b.n.client.Do(req)
+	resp, err := b.n.fetchClient.Do(req)
 	if err != nil {
 		return 0, err
 	}
@@ -479,12 +490,30 @@ func (b *blobRepair) writeQuorum(servers int) int {
 	return max(1, min(q, servers))
 }
 
+// Blob pushes for the write quorum.
+const (
+	// pushHedgeAfter is how long a push may go unanswered before another
+	// peer is tried besides: a frozen peer accepts the connection and never
+	// answers.
+	pushHedgeAfter = 2 * time.Second
+	// pushMinRate bounds a push: it gives up after a minute plus the time
+	// the blob takes at this rate.
+	pushMinRate = 10 << 20
+)
+
+func pushTimeout(size int64) time.Duration {
+	return time.Minute + time.Duration(size/pushMinRate)*time.Second
+}
+
 // ReplicateBlob makes the local, durable blob d durable on enough peers to
-// meet the blob write quorum, before an upload is acknowledged: it pushes
-// d to as many peers as the quorum needs beyond this node, trying further
-// peers when one fails. The others get the blob from the repair loop once a
-// manifest references it. It fails (wrapping oci.ErrUnavailable) when too
-// few peers could store it.
+// meet the blob write quorum, before an upload is acknowledged. It pushes d
+// to one peer more than the quorum needs beyond this node, alive peers
+// first, and returns as soon as enough of them have stored it; a failed
+// push, or one unanswered for pushHedgeAfter (a frozen peer), brings in the
+// next peer. Pushes still running then finish in the background (they save
+// those peers a repair fetch); the remaining nodes get the blob from the
+// repair loop once a manifest references it. It fails (wrapping
+// oci.ErrUnavailable) when too few peers could store it.
 func (n *Node) ReplicateBlob(ctx context.Context, d oci.Digest, size int64) error {
 	b := n.repair
 	if b == nil {
@@ -505,32 +534,52 @@ func (n *Node) ReplicateBlob(ctx context.Context, d oci.Digest, size int64) erro
 			cands = append(cands, m)
 		}
 	}
-	type result struct {
-		id  string
-		err error
+	// Pushes run detached from the request, bounded by their own timeout,
+	// so that one still running when the quorum is met can finish.
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), pushTimeout(size))
+	results := make(chan error, len(cands))
+	launched, done, stored := 0, 0, 0
+	launch := func() bool {
+		if launched == len(cands) {
+			return false
+		}
+		m := cands[launched]
+		launched++
+		go func() { results <- b.push(pctx, m, d) }()
+		return true
 	}
-	results := make(chan result, len(cands))
-	next, inflight, stored := 0, 0, 0
+	for range min(len(cands), need+1) {
+		launch()
+	}
+	// Once every push launched has answered, release their context.
+	defer func() {
+		left := launched - done
+		go func() {
+			for range left {
+				<-results
+			}
+			cancel()
+		}()
+	}()
+	hedge := time.NewTicker(pushHedgeAfter)
+	defer hedge.Stop()
 	var errs []error
-	for stored < need {
-		for inflight < need-stored && next < len(cands) {
-			m := cands[next]
-			next++
-			inflight++
-			go func() { results <- result{m.ID, b.push(ctx, m, d)} }()
+	for stored < need && done < launched {
+		select {
+		case err := <-results:
+			done++
+			if err == nil {
+				stored++
+				continue
+			}
+			errs = append(errs, err)
+			launch()
+		case <-hedge.C:
+			launch()
+		case <-ctx.Done():
+			return fmt.Errorf("replicate blob %s: %w: %w", d, oci.ErrUnavailable, ctx.Err())
 		}
-		if inflight == 0 {
-			break
-		}
-		r := <-results
-		inflight--
-		if r.err != nil {
-			errs = append(errs, r.err)
-			continue
-		}
-		stored++
 	}
-	// Pushes still running when the quorum is met finish on their own.
 	if stored < need {
 		return fmt.Errorf("blob %s is durable on %d of the %d nodes the write quorum needs: %w: %w",
 			d, stored+1, need+1, oci.ErrUnavailable, errors.Join(errs...))

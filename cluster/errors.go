@@ -72,7 +72,8 @@ func wireCode(err error) string {
 }
 
 // remoteError is an error that came back over the internal API: its text
-// is the remote node's, and it unwraps to the sentinel its code names.
+// is the remote node's, and it unwraps to the sentinel its code names (nil
+// for an internal error).
 type remoteError struct {
 	msg      string
 	sentinel error
@@ -99,8 +100,6 @@ func fromWire(code, msg string) error {
 		s = oci.ErrUnavailable
 	case codeUnsafe:
 		s = ErrUnsafe
-	default:
-		return errors.New(msg)
 	}
 	return &remoteError{msg: msg, sentinel: s}
 }

@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"net/url"
 	"time"
+
+	"github.com/berth-registry/berth/oci"
 )
 
 // PeerClient carries this node's requests to another node's internal API:
@@ -44,7 +46,11 @@ type Applied struct {
 
 // Bounds of internal API requests.
 const (
-	maxCommandSize   = 8 << 20 // a 4 MiB manifest JSON-encoded, with room
+	// maxCommandSize holds the put_manifest command of any manifest the
+	// registry accepts: the payload base64-encoded (4/3 of its size) and
+	// its annotations again in the record, where JSON may escape a byte
+	// as six ("<" is \u003c), so at most 7.4 times the manifest.
+	maxCommandSize   = 8 * oci.MaxManifestSize
 	peerDialTimeout  = time.Second
 	peerStatusWait   = 2 * time.Second
 	maxInternalReply = 1 << 20
@@ -58,17 +64,19 @@ type httpPeers struct {
 	client *http.Client
 }
 
-// newPeerHTTPClient returns the HTTP client of requests to peers. It has no
-// overall timeout (a blob may take long); dialing and the response header
-// are bounded.
-func newPeerHTTPClient() *http.Client {
+// newPeerHTTPClient returns an HTTP client of requests to peers. It has no
+// overall timeout (a blob may take long); dialing and the wait for the
+// response header are bounded: by headerTimeout, which must cover what the
+// peer does before it answers (storing a pushed blob; only opening one that
+// is fetched).
+func newPeerHTTPClient(headerTimeout time.Duration) *http.Client {
 	return &http.Client{Transport: &http.Transport{
 		DialContext:           (&net.Dialer{Timeout: peerDialTimeout, KeepAlive: 15 * time.Second}).DialContext,
 		MaxIdleConns:          64,
 		MaxIdleConnsPerHost:   32,
 		IdleConnTimeout:       90 * time.Second,
 		ExpectContinueTimeout: time.Second,
-		ResponseHeaderTimeout: 30 * time.Second,
+		ResponseHeaderTimeout: headerTimeout,
 	}}
 }
 
@@ -116,7 +124,10 @@ func (p *httpPeers) url(id, path string, q url.Values) (string, error) {
 }
 
 // do sends a signed request and decodes the wireReply. A request that never
-// reached the peer (it could not be dialed) wraps errNotSent.
+// reached the peer (it could not be dialed) wraps errNotSent; one that was
+// sent and got no answer (the peer died, the connection broke) has an
+// unknown outcome and wraps oci.ErrUnavailable, so that the client is told
+// to retry (503), not that the registry failed (500).
 func (p *httpPeers) do(ctx context.Context, method, id, path string, q url.Values, body []byte) (wireReply, error) {
 	u, err := p.url(id, path, q)
 	if err != nil {
@@ -137,12 +148,12 @@ func (p *httpPeers) do(ctx context.Context, method, id, path string, q url.Value
 		if errors.As(err, &op) && op.Op == "dial" {
 			return wireReply{}, fmt.Errorf("node %s: %w: %w", id, errNotSent, err)
 		}
-		return wireReply{}, fmt.Errorf("node %s: %w", id, err)
+		return wireReply{}, fmt.Errorf("node %s: %w: %w", id, oci.ErrUnavailable, err)
 	}
 	defer resp.Body.Close()
 	var rep wireReply
 	if err := json.NewDecoder(io.LimitReader(resp.Body, maxInternalReply)).Decode(&rep); err != nil {
-		return wireReply{}, fmt.Errorf("node %s: %s %s: status %s: %w", id, method, path, resp.Status, err)
+		return wireReply{}, fmt.Errorf("node %s: %s %s: status %s: %w: %w", id, method, path, resp.Status, oci.ErrUnavailable, err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		if rep.Error == nil {

@@ -289,9 +289,9 @@ func holders(ms []*member, d oci.Digest) int {
 	return n
 }
 
-// TestBlobQuorumAndRepair: an upload is on exactly the write quorum (2 of
+// TestBlobQuorumAndRepair: an upload is on at least the write quorum (2 of
 // 3) when it is acknowledged; once a manifest references it, repair brings
-// it to every node, including one that was down.
+// it to every live node.
 func TestBlobQuorumAndRepair(t *testing.T) {
 	if testing.Short() {
 		t.Skip("forms a real cluster")
@@ -300,8 +300,8 @@ func TestBlobQuorumAndRepair(t *testing.T) {
 	ms := startCluster(t, 3)
 	layer := []byte("a layer that must not be lost")
 	d := putBlob(t, ms[1], layer)
-	if got := holders(ms, d); got != 2 {
-		t.Fatalf("blob on %d nodes after ReplicateBlob, want the quorum of 2", got)
+	if got := holders(ms, d); got < 2 {
+		t.Fatalf("blob on %d nodes after ReplicateBlob, want at least the quorum of 2", got)
 	}
 	// Take one holder down; the one without the blob fetches it once a
 	// manifest references it.

@@ -44,11 +44,12 @@ type Node struct {
 	transport raft.Transport
 	metrics   *metrics
 
-	gossip    *gossip // nil when gossip is off
-	peers     PeerClient
-	client    *http.Client // requests to peers' internal API
-	readIndex readIndexer
-	repair    *blobRepair // nil until AttachBlobs
+	gossip      *gossip // nil when gossip is off
+	peers       PeerClient
+	client      *http.Client // requests to peers' internal API
+	fetchClient *http.Client // blob reads from peers: a short wait for the header
+	readIndex   readIndexer
+	repair      *blobRepair // nil until AttachBlobs
 
 	observer *raft.Observer
 	obsCh    chan raft.Observation
@@ -111,11 +112,12 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Node, err
 		logger = slog.Default()
 	}
 	n := &Node{
-		cfg:      cfg,
-		logger:   logger.With("component", "cluster"),
-		leaderCh: make(chan struct{}, 1),
-		done:     make(chan struct{}),
-		client:   newPeerHTTPClient(),
+		cfg:         cfg,
+		logger:      logger.With("component", "cluster"),
+		leaderCh:    make(chan struct{}, 1),
+		done:        make(chan struct{}),
+		client:      newPeerHTTPClient(30 * time.Second),
+		fetchClient: newPeerHTTPClient(5 * time.Second),
 	}
 	n.bgCtx, n.bgCancel = context.WithCancel(context.Background())
 	ok := false

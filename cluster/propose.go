@@ -20,12 +20,16 @@ const leaderPoll = 20 * time.Millisecond
 // write here), with apply's verdict.
 //
 // While there is no leader (an election), propose waits for one, up to
-// ApplyTimeout. It retries only what cannot have been applied: a leader
-// that refused the command as not leader, or a leader it could not reach.
-// Other failures leave the outcome unknown and wrap oci.ErrUnavailable;
-// a client's retry is safe (a write repeats to the same state, a delete to
-// "not found"). When ctx ends first, propose returns ctx's error and the
-// command may still be applied.
+// ApplyTimeout, and it carries a write over a change of leader: an attempt
+// that surely did not apply (refused as not leader, leader not reachable)
+// is simply made again, and so is one whose outcome is unknown (the leader
+// died, was cut off or lost leadership with the write in flight). Repeating
+// a command is safe: every command but the deletes sets state to a value it
+// carries, so applying it twice ends where applying it once does; a delete
+// that finds nothing after an attempt of unknown outcome has done its job
+// (whichever attempt it was), so it succeeds. When ctx ends first, propose
+// returns ctx's error (wrapping oci.ErrUnavailable when no leader answered)
+// and the command may still be applied.
 func (n *Node) propose(ctx context.Context, c command) error {
 	if n.closed.Load() {
 		return ErrClosed
@@ -43,13 +47,23 @@ func (n *Node) propose(ctx context.Context, c command) error {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.ApplyTimeout)
 	defer cancel()
+	uncertain := false // an earlier attempt may have applied c
 	for {
 		res, err := n.proposeOnce(ctx, b)
 		if err == nil {
 			n.metrics.applyDuration.Observe(time.Since(start).Seconds())
+			if uncertain && isDelete(c.Op) && errors.Is(res.Rejected, oci.ErrNotFound) {
+				return nil
+			}
 			return res.Rejected
 		}
-		if !retryable(err) {
+		switch {
+		case errors.Is(err, ErrClosed) || ctx.Err() != nil:
+			return fmt.Errorf("%s: %w", c.Op, err)
+		case retryable(err):
+		case maybeApplied(err):
+			uncertain = true
+		default:
 			return fmt.Errorf("%s: %w", c.Op, err)
 		}
 		select {
@@ -63,10 +77,32 @@ func (n *Node) propose(ctx context.Context, c command) error {
 	}
 }
 
+// isDelete reports whether op removes something, and so answers "not
+// found" when it is repeated.
+func isDelete(op string) bool {
+	switch op {
+	case opDeleteManifest, opDeleteTag, opUnlinkBlob:
+		return true
+	}
+	return false
+}
+
 // retryable reports whether a failed attempt surely did not enqueue the
 // command.
 func retryable(err error) bool {
 	return errors.Is(err, ErrNotLeader) || errors.Is(err, ErrNoLeader) || errors.Is(err, errNotSent)
+}
+
+// maybeApplied reports whether a failed attempt may have been applied: the
+// leader, or the connection to it, failed with the command in flight.
+func maybeApplied(err error) bool {
+	if errors.Is(err, oci.ErrUnavailable) || errors.Is(err, errLeaderChanged) {
+		return true
+	}
+	var re *remoteError
+	// A transport failure (EOF, reset, timeout) of a forwarded write; a
+	// failure the leader reported is a remoteError.
+	return !errors.As(err, &re)
 }
 
 // proposeOnce makes one attempt: locally on the leader, else forwarded.
@@ -85,18 +121,60 @@ func (n *Node) proposeOnce(ctx context.Context, b []byte) (Applied, error) {
 		return Applied{}, ErrNotLeader // stepping down right now
 	}
 	n.metrics.forwarded.WithLabelValues("apply").Inc()
-	res, err := n.peers.Apply(ctx, string(leader), b)
+	res, err := n.forward(ctx, string(leader), b)
 	if err != nil {
 		return Applied{}, err
 	}
-	// The write is committed; wait until it is visible here too. If this
-	// node lags too far to see it in time, the write still happened: a
-	// read that would miss it catches up with the leader first.
+	// The write is committed; it is acknowledged once it is visible here
+	// too. A node that lags too far to apply it in time (Raft backs off,
+	// for seconds, its retries to a follower it could not reach) must not
+	// acknowledge it: a read here would still find the value it replaced,
+	// and only a read that finds nothing catches up. The write happened;
+	// the error says so and, like every unknown outcome, wraps
+	// oci.ErrUnavailable (it is not retried here).
 	if err := n.waitApplied(ctx, res.Index); err != nil {
-		n.logger.Warn("forwarded write committed, but not yet applied here", "index", res.Index, "error", err)
+		return Applied{}, fmt.Errorf("committed at index %d but not yet applied here: %w", res.Index, err)
 	}
 	return res, nil
 }
+
+// leaderWatch is how often a forwarded write checks that its leader still
+// leads.
+const leaderWatch = 50 * time.Millisecond
+
+// forward sends b to leader and waits for its answer, but only while this
+// node still follows that leader: a leader that is frozen or cut off keeps
+// the connection open and never answers, and a new leader is elected in
+// about a second. The outcome is then unknown, so the write is not retried
+// here; the client's retry is safe (see propose).
+func (n *Node) forward(ctx context.Context, leader string, b []byte) (Applied, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() {
+		t := time.NewTicker(leaderWatch)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if _, now := n.raft.LeaderWithID(); string(now) != leader {
+					cancel(errLeaderChanged)
+					return
+				}
+			}
+		}
+	}()
+	res, err := n.peers.Apply(ctx, leader, b)
+	if err != nil && errors.Is(context.Cause(ctx), errLeaderChanged) {
+		return Applied{}, fmt.Errorf("forwarded to %s: %w: %w", leader, errLeaderChanged, oci.ErrUnavailable)
+	}
+	return res, err
+}
+
+// errLeaderChanged: the leader a write was forwarded to lost leadership
+// before it answered; the write may or may not have been applied.
+var errLeaderChanged = errors.New("the leader changed while the write was in flight; its outcome is unknown")
 
 // LeaderApply commits the encoded command b on this node, which must be the
 // leader, and returns where it was applied and apply's verdict. The

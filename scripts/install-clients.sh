@@ -57,8 +57,9 @@ if ((${#missing_apt[@]} > 0)); then
 		sudo="sudo"
 	fi
 	echo "install-clients: apt-get install ${missing_apt[*]}"
-	$sudo apt-get update
-	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y "${missing_apt[@]}"
+	# Another apt-get (a parallel make) may hold the lock: wait for it.
+	$sudo apt-get -o DPkg::Lock::Timeout=600 update
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get -o DPkg::Lock::Timeout=600 install -y "${missing_apt[@]}"
 	installed=$((installed + ${#missing_apt[@]}))
 fi
 

@@ -253,11 +253,11 @@ func verifyAcked(t *testing.T, ctx context.Context, s *Server, images []acked) {
 	close(work)
 	wg.Wait()
 	if len(failures) > 0 {
-		t.Errorf("%d of %d acknowledged images lost or damaged after restart; first ones:\n%s",
-			len(failures), len(images), strings.Join(failures[:min(len(failures), 10)], "\n"))
+		t.Errorf("%d of %d acknowledged images lost or damaged on %s; first ones:\n%s",
+			len(failures), len(images), s.URL(), strings.Join(failures[:min(len(failures), 10)], "\n"))
 		return
 	}
-	t.Logf("all %d acknowledged images intact (%s)", len(images), time.Since(start).Round(time.Millisecond))
+	t.Logf("all %d acknowledged images intact on %s (%s)", len(images), s.URL(), time.Since(start).Round(time.Millisecond))
 }
 
 // The sizes of the chunked upload.

@@ -14,7 +14,15 @@
 // Every client process gets its own HOME, DOCKER_CONFIG and XDG directories,
 // so nothing touches the user's ~/.docker or ~/.config.
 //
+// The TestCluster tests start clusters of three and five `berth serve`
+// processes on loopback (startCluster) and push, pull, kill (SIGKILL),
+// freeze (SIGSTOP), restart, join and leave while several goroutines push:
+// every acknowledged push must be pullable with its exact digest from every
+// node, and every node must end with the same applied index, state hash and
+// blobs. How long writes paused is logged in lines that start with MEASURE;
+// the tests assert only bounds that a loaded machine cannot miss.
+//
 // A server's log is dumped into the test output when the test fails, or
-// always with E2E_DUMP_LOGS=1. The crash tests log their seed; E2E_SEED
-// replays a run's fault schedule.
+// always with E2E_DUMP_LOGS=1. The crash and cluster tests log their seed;
+// E2E_SEED replays a run's fault schedule.
 package e2e

@@ -86,6 +86,7 @@ type Server struct {
 	done    chan struct{} // closed when the current process has exited
 	waitErr error
 	starts  int
+	paused  bool // stopped by Pause (SIGSTOP) and not resumed yet
 }
 
 // startServer starts the default server under test: berth, or the flavor
@@ -197,6 +198,15 @@ func (s *Server) ReferrersAPI() bool { return s.flavor.referrersAPI() }
 func (s *Server) AnonymousPull() bool { return s.flavor.anonymousPull() }
 
 func (s *Server) start() error {
+	done, err := s.launch()
+	if err != nil {
+		return err
+	}
+	return s.waitReady(done)
+}
+
+// launch starts the process and returns a channel closed when it exits.
+func (s *Server) launch() (<-chan struct{}, error) {
 	bin, args, env := s.flavor.command(s)
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = s.dir
@@ -212,11 +222,11 @@ func (s *Server) start() error {
 	s.mu.Unlock()
 	fmt.Fprintf(s.logFile, "=== e2e: start #%d: %s %s\n", n, bin, strings.Join(args, " "))
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("exec %s: %w", bin, err)
+		return nil, fmt.Errorf("exec %s: %w", bin, err)
 	}
 	done := make(chan struct{})
 	s.mu.Lock()
-	s.cmd, s.done, s.waitErr = cmd, done, nil
+	s.cmd, s.done, s.waitErr, s.paused = cmd, done, nil, false
 	s.mu.Unlock()
 	go func() {
 		err := cmd.Wait()
@@ -226,7 +236,7 @@ func (s *Server) start() error {
 		fmt.Fprintf(s.logFile, "=== e2e: process %d exited: %v\n", cmd.Process.Pid, exitText(err))
 		close(done)
 	}()
-	return s.waitReady(done)
+	return done, nil
 }
 
 // waitReady polls the readiness endpoint until it answers, the process
@@ -321,6 +331,13 @@ func (s *Server) Stop() error {
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return fmt.Errorf("sigterm %s: %w", s.Name(), err)
 	}
+	s.mu.Lock()
+	if s.paused {
+		// A stopped process handles the SIGTERM once it continues.
+		_ = cmd.Process.Signal(syscall.SIGCONT)
+		s.paused = false
+	}
+	s.mu.Unlock()
 	select {
 	case <-done:
 		s.t.Logf("%s stopped by SIGTERM in %s", s.Name(), time.Since(start).Round(time.Millisecond))
@@ -339,16 +356,78 @@ func (s *Server) Stop() error {
 // stopping it first (SIGTERM) if it still runs, and waits until it is ready.
 func (s *Server) Restart() {
 	s.t.Helper()
+	start := s.RestartNoWait()
+	if err := s.WaitReady(); err != nil {
+		s.t.Fatalf("restart %s: %v", s.Name(), err)
+	}
+	s.t.Logf("%s restarted in %s", s.Name(), time.Since(start).Round(time.Millisecond))
+}
+
+// RestartNoWait is Restart without the wait for readiness: a cluster node
+// that needs others to start before it can be ready. WaitReady waits. It
+// returns when the new process was started.
+func (s *Server) RestartNoWait() time.Time {
+	s.t.Helper()
 	if s.running() {
 		if err := s.Stop(); err != nil {
 			s.t.Errorf("restart: %v", err)
 		}
 	}
 	start := time.Now()
-	if err := s.start(); err != nil {
+	if _, err := s.launch(); err != nil {
 		s.t.Fatalf("restart %s: %v", s.Name(), err)
 	}
-	s.t.Logf("%s restarted in %s", s.Name(), time.Since(start).Round(time.Millisecond))
+	return start
+}
+
+// WaitReady waits until the current process answers its readiness check,
+// exits, or readyTimeout passes.
+func (s *Server) WaitReady() error {
+	s.mu.Lock()
+	done := s.done
+	s.mu.Unlock()
+	if done == nil {
+		return fmt.Errorf("%s never started", s.Name())
+	}
+	return s.waitReady(done)
+}
+
+// WaitExit waits up to d for the process to exit by itself and returns its
+// exit error (nil for status 0).
+func (s *Server) WaitExit(d time.Duration) error {
+	s.mu.Lock()
+	done := s.done
+	s.mu.Unlock()
+	if done == nil {
+		return fmt.Errorf("%s never started", s.Name())
+	}
+	select {
+	case <-done:
+		return s.exitErr()
+	case <-time.After(d):
+		return fmt.Errorf("%s still running after %s", s.Name(), d)
+	}
+}
+
+// Pause freezes the process with SIGSTOP: it keeps its sockets but answers
+// nothing, like a machine that hangs. Resume continues it.
+func (s *Server) Pause() { s.signalPause(syscall.SIGSTOP, "SIGSTOP", true) }
+
+// Resume continues a paused process with SIGCONT.
+func (s *Server) Resume() { s.signalPause(syscall.SIGCONT, "SIGCONT", false) }
+
+func (s *Server) signalPause(sig syscall.Signal, name string, paused bool) {
+	s.t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		s.t.Fatalf("%s %s: never started", name, s.Name())
+	}
+	fmt.Fprintf(s.logFile, "=== e2e: %s %d\n", name, s.cmd.Process.Pid)
+	if err := s.cmd.Process.Signal(sig); err != nil {
+		s.t.Fatalf("%s %s: %v", name, s.Name(), err)
+	}
+	s.paused = paused
 }
 
 func (s *Server) cleanup() {

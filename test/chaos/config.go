@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"strconv"
 	"time"
@@ -19,7 +20,7 @@ type Config struct {
 	// 3m).
 	Duration time.Duration
 	// Seed seeds the fault schedule and the workload (CHAOS_SEED; default
-	// from the clock). The same seed gives the same schedule.
+	// a random one below 10⁹). The same seed gives the same schedule.
 	Seed int64
 	// Pushers and Pullers are the concurrent clients (CHAOS_PUSHERS,
 	// default 4; CHAOS_PULLERS, default 2).
@@ -40,7 +41,7 @@ func LoadConfig() (Config, error) {
 		Image:     os.Getenv("CHAOS_IMAGE"),
 		Nodes:     3,
 		Duration:  3 * time.Minute,
-		Seed:      time.Now().UnixNano(),
+		Seed:      1 + rand.Int64N(1e9), // short enough to type back in
 		Pushers:   wl.Pushers,
 		Pullers:   wl.Pullers,
 		Artifacts: os.Getenv("CHAOS_ARTIFACTS"),

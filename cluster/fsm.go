@@ -19,6 +19,8 @@ import (
 type fsm struct {
 	path   string
 	logger *slog.Logger
+	boot   string // kernel boot id (see statefile.go)
+	noSync bool   // the file is not fsynced per apply, and guarded
 
 	// mu guards db, which Restore swaps. Apply, Snapshot and Restore run on
 	// raft's FSM goroutine; reads run anywhere and take mu.RLock.
@@ -74,12 +76,13 @@ type storageError struct{ err error }
 func (e *storageError) Error() string { return "state storage: " + e.err.Error() }
 func (e *storageError) Unwrap() error { return e.err }
 
-func openDB(path string) (*bbolt.DB, error) {
+// openDB opens a state file; noSync skips bbolt's fsyncs (see statefile.go).
+func openDB(path string, noSync bool) (*bbolt.DB, error) {
 	// A bbolt write that must grow the memory map waits for every open read
 	// transaction, and a snapshot keeps one open while it streams. A large
 	// initial map (address space, not memory) keeps applies from stalling
 	// behind a snapshot until the file outgrows it.
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: time.Second, InitialMmapSize: initialMmapSize})
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: time.Second, InitialMmapSize: initialMmapSize, NoSync: noSync})
 	if err != nil {
 		return nil, fmt.Errorf("open state %s: %w", path, err)
 	}
@@ -98,13 +101,29 @@ func openDB(path string) (*bbolt.DB, error) {
 	return db, nil
 }
 
-// openFSM opens (or creates) the state file at path.
+// openFSM opens (or creates) the state file at path. Unless the platform
+// has no boot id, the file is written without fsync and guarded (see
+// statefile.go): one that cannot be trusted is set aside and starts empty,
+// and Raft restores it from the snapshot and the log.
 func openFSM(path string, logger *slog.Logger) (*fsm, error) {
-	db, err := openDB(path)
+	boot := bootID()
+	if ok, why := trustState(path, boot); !ok {
+		if err := setAside(path, logger, why); err != nil {
+			return nil, err
+		}
+	}
+	noSync := boot != ""
+	db, err := openDB(path, noSync)
 	if err != nil {
 		return nil, err
 	}
-	f := &fsm{path: path, logger: logger, db: db}
+	if noSync {
+		if err := writeGuard(path, boot, false); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("state guard: %w", err)
+		}
+	}
+	f := &fsm{path: path, logger: logger, db: db, boot: boot, noSync: noSync}
 	idx, _, err := f.appliedMeta()
 	if err != nil {
 		db.Close()
@@ -114,14 +133,24 @@ func openFSM(path string, logger *slog.Logger) (*fsm, error) {
 	return f, nil
 }
 
+// close syncs and closes the state file and marks it cleanly closed.
 func (f *fsm) close() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.db == nil {
 		return nil
 	}
-	err := f.db.Close()
+	var err error
+	if f.noSync {
+		err = f.db.Sync()
+	}
+	if cerr := f.db.Close(); err == nil {
+		err = cerr
+	}
 	f.db = nil
+	if err == nil && f.noSync {
+		err = writeGuard(f.path, f.boot, true)
+	}
 	return err
 }
 
@@ -245,7 +274,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		return fmt.Errorf("restore state: %w", err)
 	}
 	// Check the copy is a state file before dropping the current one.
-	check, err := openDB(tmp)
+	check, err := openDB(tmp, true)
 	if err != nil {
 		removeQuiet(tmp)
 		return fmt.Errorf("restore state: %w", err)
@@ -266,7 +295,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if err := renameSync(tmp, f.path); err != nil {
 		return fmt.Errorf("restore state: %w", err)
 	}
-	db, err := openDB(f.path)
+	db, err := openDB(f.path, f.noSync)
 	if err != nil {
 		return fmt.Errorf("restore state: %w", err)
 	}

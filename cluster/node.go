@@ -320,21 +320,8 @@ func (n *Node) markReadSafe() {
 }
 
 // fsmTarget returns the index of the last entry in the log that the state
-// machine will see (a command or a configuration change; raft keeps no-op
-// and barrier entries from it). Entries missing from the log were compacted
-// into a snapshot the state already holds.
-func (n *Node) fsmTarget() uint64 {
-	for idx := n.raft.LastIndex(); idx > 0; idx-- {
-		var l raft.Log
-		if err := n.logStore.GetLog(idx, &l); err != nil {
-			return 0
-		}
-		if l.Type == raft.LogCommand || l.Type == raft.LogConfiguration {
-			return idx
-		}
-	}
-	return 0
-}
+// machine will see (see fsmIndexAtOrBelow).
+func (n *Node) fsmTarget() uint64 { return n.fsmIndexAtOrBelow(n.raft.LastIndex()) }
 
 func (n *Node) leaderKnown() bool {
 	_, id := n.raft.LeaderWithID()

@@ -72,6 +72,24 @@ func TestRestartAfterSnapshot(t *testing.T) {
 				t.Fatal(err)
 			}
 		}},
+		{"machine crashed with the state open", func(t *testing.T) {
+			// The guard says the state was open, unclean, on another boot:
+			// the unsynced file cannot be trusted, even though this one is
+			// whole; garbage proves it is not read.
+			path := filepath.Join(dir, stateDBName)
+			if err := writeGuard(path, "an-earlier-boot", false); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(path, []byte("torn by a power loss"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"process killed with the state open", func(t *testing.T) {
+			// Same boot, unclean: the page cache kept every commit.
+			if err := writeGuard(filepath.Join(dir, stateDBName), bootID(), false); err != nil {
+				t.Fatal(err)
+			}
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.prep(t)

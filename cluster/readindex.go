@@ -44,9 +44,12 @@ func (n *Node) catchUp(ctx context.Context) error {
 
 // LeaderReadIndex confirms that this node is still the leader (a round of
 // heartbeats with a quorum) and returns an index at or above every write it
-// or an earlier leader acknowledged: its commit index once it has applied
-// the entries of earlier terms (markReadSafe), its last log index before
-// that.
+// or an earlier leader acknowledged. Once it has applied the entries of
+// earlier terms (markReadSafe), that is its own applied index: a write is
+// acknowledged only after the leader applied it (a forwarded one too,
+// before the leader answers the follower), so nothing acknowledged is
+// beyond it, and a not-found read on the leader waits for nothing. Before
+// that it is the last log index.
 func (n *Node) LeaderReadIndex(ctx context.Context) (uint64, error) {
 	if n.closed.Load() {
 		return 0, ErrClosed
@@ -69,7 +72,7 @@ func (n *Node) LeaderReadIndex(ctx context.Context) (uint64, error) {
 		}
 	}
 	if n.readSafeTerm.Load() == n.raft.CurrentTerm() {
-		return n.raft.CommitIndex(), nil
+		return n.fsm.applied.Load(), nil
 	}
 	return n.raft.LastIndex(), nil
 }

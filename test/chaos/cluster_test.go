@@ -115,8 +115,11 @@ func runClusterChaos(t *testing.T, ctx context.Context, cfg Config, env *Env, c 
 		return
 	}
 	for _, in := range r.Injected {
-		if in.Broken {
+		switch {
+		case in.Broken:
 			r.Fail("%s", in)
+		case in.Missed:
+			r.Note("%s", in)
 		}
 	}
 	if n := len(r.Injected); n < len(r.Schedule) {

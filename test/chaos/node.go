@@ -42,8 +42,21 @@ func (n *Node) Kill(ctx context.Context) error {
 func (n *Node) Start(ctx context.Context) error { return n.docker(ctx, "start", n.Name) }
 
 // Pause freezes every process of the node (the cgroup freezer): its
-// connections stay open and go silent.
-func (n *Node) Pause(ctx context.Context) error { return n.docker(ctx, "pause", n.Name) }
+// connections stay open and go silent. The freezer of cgroup v1 gives up
+// now and then ("unable to freeze") while a process is in the kernel, so
+// a failed pause is tried twice more.
+func (n *Node) Pause(ctx context.Context) error {
+	var err error
+	for range 3 {
+		if err = n.docker(ctx, "pause", n.Name); err == nil || !strings.Contains(err.Error(), "unable to freeze") {
+			return err
+		}
+		if !waitUntil(ctx, time.Now().Add(300*time.Millisecond)) {
+			break
+		}
+	}
+	return err
+}
 
 // Unpause thaws a paused node.
 func (n *Node) Unpause(ctx context.Context) error { return n.docker(ctx, "unpause", n.Name) }

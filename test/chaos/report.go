@@ -53,7 +53,7 @@ func (r *Report) Failed() bool { return len(r.Problems) > 0 }
 func (r *Report) FaultCounts() map[Kind]int {
 	counts := map[Kind]int{}
 	for _, in := range r.Injected {
-		if in.Node != "" {
+		if in.Node != "" && !in.Missed {
 			counts[in.Kind]++
 		}
 	}

@@ -51,6 +51,34 @@ bench: build ## berth vs distribution side by side, then a 3-node cluster: push 
 	fi
 	$(GO) run ./test/bench -berth $(CURDIR)/$(BIN) -distribution $(GOBIN_DIR)/registry $(BENCH_ARGS)
 
+# The scratch image of bin/berth (Dockerfile). The two empty directories are
+# made here, with their modes, because the build has no shell to make them.
+IMAGE ?= berth:dev
+# The compose CLI: the `docker compose` plugin where it exists, else the
+# standalone docker-compose.
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo 'docker compose' || echo docker-compose)
+.PHONY: image cluster-up cluster-down chaos
+
+image: build ## build the scratch image berth:dev (IMAGE=name:tag to rename) holding bin/berth
+	rm -rf bin/image && mkdir -p bin/image/data bin/image/tmp
+	chmod 0700 bin/image/data && chmod 1777 bin/image/tmp
+	docker build -t $(IMAGE) .
+
+cluster-up: image ## run a three-node cluster in Docker (deploy/compose) and wait until it is ready
+	COMPOSE='$(COMPOSE)' BERTH_IMAGE=$(IMAGE) deploy/compose/cluster.sh up
+
+cluster-down: ## stop the compose cluster; its volumes stay (ARGS=-v removes them)
+	COMPOSE='$(COMPOSE)' BERTH_IMAGE=$(IMAGE) deploy/compose/cluster.sh down $(ARGS)
+
+# Kills, freezes and partitions a minority of a cluster of $(IMAGE)
+# containers under load, then checks that nothing acknowledged was lost
+# (test/chaos). CHAOS_NODES (3), CHAOS_DURATION (3m of faults) and
+# CHAOS_SEED (replays a schedule) tune it; bin/chaos/ keeps the report and
+# the container logs. Not part of `make test`.
+CHAOS_FLAGS ?= -timeout 20m
+chaos: image ## kill, pause and partition a Docker cluster under load; check nothing acknowledged is lost
+	CHAOS_IMAGE=$(IMAGE) CHAOS_ARTIFACTS=$(CURDIR)/bin/chaos $(GO) test -count=1 -v $(CHAOS_FLAGS) ./test/chaos/...
+
 lint: fmt-check vet staticcheck ## gofmt, go vet and staticcheck
 
 fmt-check:

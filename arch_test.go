@@ -18,7 +18,7 @@ const module = "github.com/berth-registry/berth"
 // given a rule. See STYLE.md, "Layout and imports".
 var allowed = map[string][]string{
 	"oci":       {},
-	"policy":    {},
+	"policy":    {"oci"}, // both pure; policy's rules name oci's digests and versions
 	"cluster":   {"oci", "policy"},
 	"registry":  {"oci", "policy"},
 	"replicate": {"registry", "oci", "policy"},

@@ -29,4 +29,12 @@ var (
 	// ErrUnavailable: the write cannot be made now (no leader, no quorum,
 	// shutting down); the client may retry. The registry answers 503.
 	ErrUnavailable = errors.New("temporarily unavailable")
+	// ErrSuperseded: a versioned write of a tag (replication between berth
+	// clusters) is older than the version the receiver holds, or than the
+	// tombstone of a later delete. The registry answers 409 with the
+	// version it holds; the sender counts its task as done.
+	ErrSuperseded = errors.New("superseded by a newer version")
+	// ErrPreconditionFailed: a conditional write found the state changed
+	// (a delete by tag whose tag no longer points to the expected digest).
+	ErrPreconditionFailed = errors.New("precondition failed")
 )

@@ -628,7 +628,7 @@ func TestTagsCap(t *testing.T) {
 	body := mustJSON(t, tr.image(t, "many", "x"))
 	rec := oci.Record{Repo: "many", Digest: oci.DigestOf(body), MediaType: oci.MediaTypeImageManifest, Size: int64(len(body))}
 	for i := range maxPageSize + 5 {
-		if err := tr.state.PutManifest(t.Context(), rec, body, fmt.Sprintf("t%05d", i)); err != nil {
+		if err := tr.state.PutManifest(t.Context(), rec, body, fmt.Sprintf("t%05d", i), oci.TagVersion{}); err != nil {
 			t.Fatal(err)
 		}
 	}

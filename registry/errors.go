@@ -123,6 +123,10 @@ func classify(err error) (errorCode, int) {
 		code = codeUnavailable
 	case errors.Is(err, ErrUnauthorized):
 		code = codeUnauthorized
+	case errors.Is(err, oci.ErrSuperseded):
+		code, status = codeDenied, http.StatusConflict
+	case errors.Is(err, oci.ErrPreconditionFailed):
+		code, status = codeDenied, http.StatusPreconditionFailed
 	case errors.Is(err, ErrDenied), errors.Is(err, oci.ErrDenied):
 		code = codeDenied
 	case errors.Is(err, ErrBlobTooLarge):

@@ -35,12 +35,37 @@ func (reg *Registry) resolve(ctx context.Context, name, ref string) (oci.Digest,
 	return d, nil
 }
 
+// setTagVersion tells a berth peer the version this registry holds of a
+// tag (of its tombstone, when the tag was deleted), so that replication
+// between clusters can decide which write wins. Other clients ignore it.
+func (reg *Registry) setTagVersion(w http.ResponseWriter, r *http.Request, name, ref string) {
+	if ref == "" || oci.IsDigestReference(ref) {
+		return
+	}
+	v, _, err := reg.state.TagVersion(r.Context(), name, ref)
+	if err != nil || v.IsZero() {
+		return
+	}
+	w.Header().Set(oci.HeaderTagVersion, v.String())
+}
+
+// tagVersionHeader parses the version a replicated write carries (zero for
+// a write from any other client).
+func tagVersionHeader(r *http.Request) (oci.TagVersion, error) {
+	v, err := oci.ParseTagVersion(r.Header.Get(oci.HeaderTagVersion))
+	if err != nil {
+		return oci.TagVersion{}, newAPIError(codeManifestInvalid, err.Error())
+	}
+	return v, nil
+}
+
 // getManifest answers GET and HEAD of a manifest by tag or digest with the
 // stored bytes and media type. The Accept header is not used to refuse: the
 // stored content is served as it was pushed, as distribution does for OCI
 // types.
 func (reg *Registry) getManifest(w http.ResponseWriter, r *http.Request, rt route) {
 	d, err := reg.resolve(r.Context(), rt.name, rt.arg)
+	reg.setTagVersion(w, r, rt.name, rt.arg)
 	if err != nil {
 		reg.writeError(w, r, err)
 		return
@@ -79,6 +104,11 @@ func (reg *Registry) putManifest(w http.ResponseWriter, r *http.Request, rt rout
 	}
 	if len(body) > oci.MaxManifestSize {
 		reg.writeError(w, r, errManifestTooLarge)
+		return
+	}
+	version, err := tagVersionHeader(r)
+	if err != nil {
+		reg.writeError(w, r, err)
 		return
 	}
 	var tag string
@@ -126,10 +156,15 @@ func (reg *Registry) putManifest(w http.ResponseWriter, r *http.Request, rt rout
 		return
 	}
 	rec := oci.NewRecord(rt.name, d, int64(len(body)), m, time.Now().UnixNano())
-	if err := reg.state.PutManifest(ctx, rec, body, tag); err != nil {
+	if err := reg.state.PutManifest(ctx, rec, body, tag, version); err != nil {
+		if errors.Is(err, oci.ErrSuperseded) {
+			reg.setTagVersion(w, r, rt.name, tag)
+			err = withDetail(err, "the tag holds a newer version")
+		}
 		reg.writeError(w, r, err)
 		return
 	}
+	reg.setTagVersion(w, r, rt.name, tag)
 	h := w.Header()
 	h.Set("Location", manifestURL(rt.name, d))
 	h.Set(headerContentDigest, d.String())
@@ -185,12 +220,17 @@ func (reg *Registry) deleteManifest(w http.ResponseWriter, r *http.Request, rt r
 	} else if err = oci.ValidateTag(rt.arg); err != nil {
 		err = withDetail(err, err.Error())
 	} else {
-		err = reg.state.DeleteTag(ctx, rt.name, rt.arg)
+		err = reg.deleteTag(r, rt)
 	}
 	switch {
 	case err == nil:
 		w.Header().Set("Content-Length", "0")
 		w.WriteHeader(http.StatusAccepted)
+	case errors.Is(err, oci.ErrSuperseded):
+		reg.setTagVersion(w, r, rt.name, rt.arg)
+		reg.writeError(w, r, withDetail(err, "the tag holds a newer version"))
+	case errors.Is(err, oci.ErrPreconditionFailed):
+		reg.writeError(w, r, withDetail(err, "the tag no longer points to "+r.Header.Get(oci.HeaderIfDigest)))
 	case errors.Is(err, oci.ErrDenied):
 		// The state's refusal says why (which index holds it); it names
 		// only digests and repositories.
@@ -198,4 +238,21 @@ func (reg *Registry) deleteManifest(w http.ResponseWriter, r *http.Request, rt r
 	default:
 		reg.writeError(w, r, notFoundAs(err, errManifestUnknown))
 	}
+}
+
+// deleteTag removes one tag, conditionally on the digest it points to
+// (Berth-If-Digest) and with the version of a replicated delete
+// (Berth-Tag-Version) when the request carries them.
+func (reg *Registry) deleteTag(r *http.Request, rt route) error {
+	v, err := tagVersionHeader(r)
+	if err != nil {
+		return err
+	}
+	var ifDigest oci.Digest
+	if h := r.Header.Get(oci.HeaderIfDigest); h != "" {
+		if ifDigest, err = parseDigest(h); err != nil {
+			return err
+		}
+	}
+	return reg.state.DeleteTag(r.Context(), rt.name, rt.arg, v, ifDigest)
 }

@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httputil"
@@ -275,3 +276,31 @@ func (reg *Registry) blobPresent(ctx context.Context, d oci.Digest) error {
 	_, err = reg.remoteStat(ctx, d)
 	return err
 }
+
+// OpenBlob opens blob d for reading from offset, for replication to other
+// registries: from this node's store, else fetched from a peer (and kept
+// here) first. It returns the reader and the blob's full size.
+func (reg *Registry) OpenBlob(ctx context.Context, d oci.Digest, offset int64) (io.ReadCloser, int64, error) {
+	f, size, err := reg.blobs.Open(d)
+	if errors.Is(err, oci.ErrNotFound) && reg.peers != nil {
+		if err = reg.fetchRemote(ctx, d); err == nil {
+			f, size, err = reg.blobs.Open(d)
+		}
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	if offset < 0 || offset > size {
+		f.Close()
+		return nil, 0, fmt.Errorf("open blob %s at %d: %w", d, offset, ErrRangeInvalid)
+	}
+	if _, err := f.Seek(offset, io.SeekStart); err != nil {
+		f.Close()
+		return nil, 0, fmt.Errorf("open blob %s at %d: %w", d, offset, err)
+	}
+	return f, size, nil
+}
+
+// State is the state the registry reads and writes (for replication,
+// which reads manifests, tags and referrers the way the registry does).
+func (reg *Registry) State() State { return reg.state }

@@ -18,6 +18,10 @@ type StateReader interface {
 	// BlobLinked reports whether the blob was uploaded or mounted into repo,
 	// or is referenced by one of its manifests.
 	BlobLinked(ctx context.Context, repo string, dgst oci.Digest) (bool, error)
+	// TagVersion returns the version of repo:tag (see oci.TagVersion), or
+	// with found false that of its tombstone when it was deleted (zero when
+	// it never existed).
+	TagVersion(ctx context.Context, repo, tag string) (v oci.TagVersion, found bool, err error)
 }
 
 // Lister pages through tags, repositories and referrers, each in lexical
@@ -33,12 +37,18 @@ type Lister interface {
 // is committed and applied on this node, or fails; a failure that a retry may
 // cure (no leader, no quorum) wraps oci.ErrUnavailable.
 type StateWriter interface {
-	// PutManifest stores a manifest and, when tag is not empty, points tag at it.
-	PutManifest(ctx context.Context, rec oci.Record, payload []byte, tag string) error
+	// PutManifest stores a manifest and, when tag is not empty, points tag
+	// at it. A zero v is a local write, which the state versions itself; a
+	// replicated write carries the version it had at its origin and is
+	// refused with oci.ErrSuperseded when the tag holds a newer one.
+	PutManifest(ctx context.Context, rec oci.Record, payload []byte, tag string, v oci.TagVersion) error
 	// DeleteManifest removes a manifest and every tag pointing at it.
 	DeleteManifest(ctx context.Context, repo string, dgst oci.Digest) error
-	// DeleteTag removes one tag; the manifest stays.
-	DeleteTag(ctx context.Context, repo, tag string) error
+	// DeleteTag removes one tag; the manifest stays. A non-empty ifDigest
+	// makes it conditional (oci.ErrPreconditionFailed when the tag points
+	// elsewhere); a non-zero v is a replicated delete (oci.ErrSuperseded
+	// when the tag holds a newer version).
+	DeleteTag(ctx context.Context, repo, tag string, v oci.TagVersion, ifDigest oci.Digest) error
 	// LinkBlob records that a complete, durable blob belongs to repo.
 	LinkBlob(ctx context.Context, repo string, dgst oci.Digest, size int64) error
 	// UnlinkBlob removes repo's upload link of a blob (a blob DELETE). The

@@ -128,11 +128,11 @@ func (s *faultState) Referrers(ctx context.Context, repo string, subject oci.Dig
 	return s.State.Referrers(ctx, repo, subject)
 }
 
-func (s *faultState) PutManifest(ctx context.Context, rec oci.Record, payload []byte, tag string) error {
+func (s *faultState) PutManifest(ctx context.Context, rec oci.Record, payload []byte, tag string, v oci.TagVersion) error {
 	if err := s.fault(true); err != nil {
 		return err
 	}
-	return s.State.PutManifest(ctx, rec, payload, tag)
+	return s.State.PutManifest(ctx, rec, payload, tag, v)
 }
 
 func (s *faultState) DeleteManifest(ctx context.Context, repo string, d oci.Digest) error {
@@ -142,11 +142,11 @@ func (s *faultState) DeleteManifest(ctx context.Context, repo string, d oci.Dige
 	return s.State.DeleteManifest(ctx, repo, d)
 }
 
-func (s *faultState) DeleteTag(ctx context.Context, repo, tag string) error {
+func (s *faultState) DeleteTag(ctx context.Context, repo, tag string, v oci.TagVersion, ifDigest oci.Digest) error {
 	if err := s.fault(true); err != nil {
 		return err
 	}
-	return s.State.DeleteTag(ctx, repo, tag)
+	return s.State.DeleteTag(ctx, repo, tag, v, ifDigest)
 }
 
 func (s *faultState) LinkBlob(ctx context.Context, repo string, d oci.Digest, size int64) error {

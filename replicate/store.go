@@ -36,9 +36,10 @@ type ConfigStore interface {
 type TaskStore interface {
 	// StartExecution records a new execution of rule with its first tasks
 	// (their ID, Execution, Status and times are set by the state machine)
-	// and returns its id. An execution without tasks is recorded as
-	// succeeded at once.
-	StartExecution(ctx context.Context, rule, trigger string, tasks []policy.Task, now time.Time) (uint64, error)
+	// and returns its id. With done, those are all its tasks (none: it is
+	// recorded as succeeded at once); without, the execution stays running
+	// until AddTasks says done and its tasks are final.
+	StartExecution(ctx context.Context, rule, trigger string, tasks []policy.Task, done bool, now time.Time) (uint64, error)
 	// AddTasks adds tasks to a running execution (large scans add them in
 	// chunks); done marks the last chunk, after which the execution ends
 	// when its tasks do.

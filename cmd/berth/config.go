@@ -17,6 +17,7 @@ import (
 
 	"github.com/berth-registry/berth/cluster"
 	"github.com/berth-registry/berth/registry"
+	"github.com/berth-registry/berth/replicate"
 )
 
 // Config is everything `berth serve` can be told. Each key is a YAML key
@@ -43,6 +44,13 @@ type Config struct {
 	MaxBlobSize       int64         `yaml:"max_blob_size"`
 	LogLevel          string        `yaml:"log_level"`
 	LogFormat         string        `yaml:"log_format"`
+
+	ReplicationWorkers    int           `yaml:"replication_workers"`
+	ReconcileInterval     time.Duration `yaml:"reconcile_interval"`
+	ReplicationRetryMax   time.Duration `yaml:"replication_retry_max"`
+	ReplicationHistory    int           `yaml:"replication_history"`
+	ReplicationHistoryAge time.Duration `yaml:"replication_history_age"`
+	TombstoneTTL          time.Duration `yaml:"tombstone_ttl"`
 }
 
 // Log formats accepted by log_format.
@@ -56,19 +64,26 @@ const (
 // one-node registry in ./data.
 func DefaultConfig() Config {
 	rc := registry.DefaultConfig()
+	pc := replicate.DefaultConfig()
 	return Config{
-		Addr:             ":5000",
-		Data:             "./data",
-		RaftAddr:         ":5001",
-		GossipAddr:       ":5002",
-		DeadPeerTimeout:  cluster.DefaultConfig().DeadPeerTimeout,
-		AnonymousPull:    true,
-		GCInterval:       time.Hour,
-		GCGrace:          time.Hour,
-		UploadPurgeAfter: 24 * time.Hour,
-		MaxBlobSize:      rc.MaxBlobSize,
-		LogLevel:         "info",
-		LogFormat:        logFormatAuto,
+		ReplicationWorkers:    pc.Workers,
+		ReconcileInterval:     pc.ReconcileInterval,
+		ReplicationRetryMax:   pc.RetryMax,
+		ReplicationHistory:    pc.HistoryCount,
+		ReplicationHistoryAge: pc.HistoryAge,
+		TombstoneTTL:          pc.TombstoneTTL,
+		Addr:                  ":5000",
+		Data:                  "./data",
+		RaftAddr:              ":5001",
+		GossipAddr:            ":5002",
+		DeadPeerTimeout:       cluster.DefaultConfig().DeadPeerTimeout,
+		AnonymousPull:         true,
+		GCInterval:            time.Hour,
+		GCGrace:               time.Hour,
+		UploadPurgeAfter:      24 * time.Hour,
+		MaxBlobSize:           rc.MaxBlobSize,
+		LogLevel:              "info",
+		LogFormat:             logFormatAuto,
 	}
 }
 
@@ -189,6 +204,21 @@ func (c Config) blobConfig() cluster.BlobConfig {
 	return bc
 }
 
+// replicateConfig is the replicate.Config of this node; the credential key
+// is derived from the cluster secret.
+func (c Config) replicateConfig(nodeID string, credentialKey []byte) replicate.Config {
+	pc := replicate.DefaultConfig()
+	pc.NodeID = nodeID
+	pc.CredentialKey = credentialKey
+	pc.Workers = c.ReplicationWorkers
+	pc.ReconcileInterval = c.ReconcileInterval
+	pc.RetryMax = c.ReplicationRetryMax
+	pc.HistoryCount = c.ReplicationHistory
+	pc.HistoryAge = c.ReplicationHistoryAge
+	pc.TombstoneTTL = c.TombstoneTTL
+	return pc
+}
+
 // registryConfig is the registry.Config of this node.
 func (c Config) registryConfig() registry.Config {
 	rc := registry.DefaultConfig()
@@ -230,6 +260,13 @@ const (
 	flagMaxBlobSize       = "max-blob-size"
 	flagLogLevel          = "log-level"
 	flagLogFormat         = "log-format"
+
+	flagReplicationWorkers    = "replication-workers"
+	flagReconcileInterval     = "reconcile-interval"
+	flagReplicationRetryMax   = "replication-retry-max"
+	flagReplicationHistory    = "replication-history"
+	flagReplicationHistoryAge = "replication-history-age"
+	flagTombstoneTTL          = "tombstone-ttl"
 )
 
 // serveFlags returns new flag values (cli records on them whether they were
@@ -257,6 +294,12 @@ func serveFlags() []cli.Flag {
 		&cli.Int64Flag{Name: flagMaxBlobSize, EnvVars: []string{"BERTH_MAX_BLOB_SIZE"}, Value: d.MaxBlobSize, Usage: "largest blob accepted, in `BYTES`"},
 		&cli.StringFlag{Name: flagLogLevel, EnvVars: []string{"BERTH_LOG_LEVEL"}, Value: d.LogLevel, Usage: "debug, info, warn or error"},
 		&cli.StringFlag{Name: flagLogFormat, EnvVars: []string{"BERTH_LOG_FORMAT"}, Value: d.LogFormat, Usage: "auto (text on a terminal, JSON otherwise), text or json"},
+		&cli.IntFlag{Name: flagReplicationWorkers, EnvVars: []string{"BERTH_REPLICATION_WORKERS"}, Value: d.ReplicationWorkers, Usage: "replication tasks this node runs at once"},
+		&cli.DurationFlag{Name: flagReconcileInterval, EnvVars: []string{"BERTH_RECONCILE_INTERVAL"}, Value: d.ReconcileInterval, Usage: "how often every enabled replication policy compares source and destination"},
+		&cli.DurationFlag{Name: flagReplicationRetryMax, EnvVars: []string{"BERTH_REPLICATION_RETRY_MAX"}, Value: d.ReplicationRetryMax, Usage: "longest wait between retries of a replication task"},
+		&cli.IntFlag{Name: flagReplicationHistory, EnvVars: []string{"BERTH_REPLICATION_HISTORY"}, Value: d.ReplicationHistory, Usage: "finished replication executions kept"},
+		&cli.DurationFlag{Name: flagReplicationHistoryAge, EnvVars: []string{"BERTH_REPLICATION_HISTORY_AGE"}, Value: d.ReplicationHistoryAge, Usage: "how long finished replication executions are kept"},
+		&cli.DurationFlag{Name: flagTombstoneTTL, EnvVars: []string{"BERTH_TOMBSTONE_TTL"}, Value: d.TombstoneTTL, Usage: "how long a deleted tag's tombstone is kept, so that an older replicated write cannot bring it back"},
 	}
 }
 
@@ -323,6 +366,24 @@ func loadConfig(c *cli.Context) (Config, error) {
 	}
 	if c.IsSet(flagLogFormat) {
 		cfg.LogFormat = c.String(flagLogFormat)
+	}
+	if c.IsSet(flagReplicationWorkers) {
+		cfg.ReplicationWorkers = c.Int(flagReplicationWorkers)
+	}
+	if c.IsSet(flagReconcileInterval) {
+		cfg.ReconcileInterval = c.Duration(flagReconcileInterval)
+	}
+	if c.IsSet(flagReplicationRetryMax) {
+		cfg.ReplicationRetryMax = c.Duration(flagReplicationRetryMax)
+	}
+	if c.IsSet(flagReplicationHistory) {
+		cfg.ReplicationHistory = c.Int(flagReplicationHistory)
+	}
+	if c.IsSet(flagReplicationHistoryAge) {
+		cfg.ReplicationHistoryAge = c.Duration(flagReplicationHistoryAge)
+	}
+	if c.IsSet(flagTombstoneTTL) {
+		cfg.TombstoneTTL = c.Duration(flagTombstoneTTL)
 	}
 	if err := cfg.Validate(); err != nil {
 		return Config{}, fmt.Errorf("config: %w", err)

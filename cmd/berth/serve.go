@@ -23,7 +23,9 @@ import (
 
 	"github.com/berth-registry/berth/api"
 	"github.com/berth-registry/berth/cluster"
+	"github.com/berth-registry/berth/oci"
 	"github.com/berth-registry/berth/registry"
+	"github.com/berth-registry/berth/replicate"
 )
 
 // Timeouts of a serving node.
@@ -174,6 +176,22 @@ func (m *Main) serve(ctx context.Context, cfg Config) (err error) {
 	}
 	reg.JoinCluster(node, node)
 
+	// 8b. The replication engine, over the node's state (endpoints,
+	// policies, tasks) and the registry's content. Endpoint passwords are
+	// sealed with a key derived from the cluster secret.
+	credKey, err := cluster.DeriveKey(secret, "berth endpoint credentials v1")
+	if err != nil {
+		return fmt.Errorf("derive credential key: %w", err)
+	}
+	pcfg := cfg.replicateConfig(nodeID, credKey)
+	if err := pcfg.Validate(); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	engine, err := replicate.New(pcfg, node, localRegistry{State: node, reg: reg}, node, node, logger, metrics)
+	if err != nil {
+		return fmt.Errorf("start replication: %w", err)
+	}
+
 	// 9. One mux for every HTTP endpoint, wrapped whole in the middleware
 	// so that each request gets an id, an access log line and metrics. The
 	// internal API serves at once (peers need it while this node catches
@@ -185,7 +203,8 @@ func (m *Main) serve(ctx context.Context, cfg Config) (err error) {
 	mux := http.NewServeMux()
 	mux.Handle("/v2/", gate(&open, reg.Handler()))
 	apiHandler := api.New(reg, node, api.Info{Version: version, NodeID: nodeID}, logger).
-		WithCluster(clusterAPI{node: node, left: stopServe})
+		WithCluster(clusterAPI{node: node, left: stopServe}).
+		WithReplication(engine)
 	mux.Handle(api.Prefix, gate(&open, apiHandler))
 	mux.Handle(cluster.InternalPrefix, node.InternalHandler())
 	mux.Handle("/metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{Registry: metrics}))
@@ -265,6 +284,11 @@ func (m *Main) serve(ctx context.Context, cfg Config) (err error) {
 	wg.Go(func() {
 		if rerr := reg.Run(runCtx); rerr != nil {
 			logger.Error("registry background work", "error", rerr)
+		}
+	})
+	wg.Go(func() {
+		if rerr := engine.Run(runCtx); rerr != nil {
+			logger.Error("replication", "error", rerr)
 		}
 	})
 	defer func() {
@@ -353,6 +377,22 @@ func (c clusterAPI) LeaveCluster(ctx context.Context) error {
 	time.AfterFunc(100*time.Millisecond, c.left)
 	return nil
 }
+
+// localRegistry is the registry as replication reads it: the node's state
+// and the registry's blobs (from a peer when this node lacks one).
+type localRegistry struct {
+	registry.State
+	reg *registry.Registry
+}
+
+func (l localRegistry) OpenBlob(ctx context.Context, d oci.Digest, offset int64) (io.ReadCloser, int64, error) {
+	return l.reg.OpenBlob(ctx, d, offset)
+}
+
+var (
+	_ replicate.Store = (*cluster.Node)(nil)
+	_ replicate.Local = localRegistry{}
+)
 
 // connTracker remembers connections that never sent a request, so that a
 // shutdown can close them at once: http.Server.Shutdown waits up to 5 s for

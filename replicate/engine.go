@@ -318,6 +318,9 @@ func (e *Engine) start(ctx context.Context, t policy.Task) {
 			// next, not a retry counted against the task.
 			return
 		}
+		if u.Status != policy.StatusRetrying {
+			e.m.done.WithLabelValues(t.Endpoint, u.Status).Inc()
+		}
 		select {
 		case e.updates <- u:
 		case <-ctx.Done():

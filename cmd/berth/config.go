@@ -67,6 +67,7 @@ func DefaultConfig() Config {
 	pc := replicate.DefaultConfig()
 	return Config{
 		ReplicationWorkers:    pc.Workers,
+		ReplicationLease:      pc.Lease,
 		ReconcileInterval:     pc.ReconcileInterval,
 		ReplicationRetryMax:   pc.RetryMax,
 		ReplicationHistory:    pc.HistoryCount,
@@ -211,6 +212,7 @@ func (c Config) replicateConfig(nodeID string, credentialKey []byte) replicate.C
 	pc.NodeID = nodeID
 	pc.CredentialKey = credentialKey
 	pc.Workers = c.ReplicationWorkers
+	pc.Lease = c.ReplicationLease
 	pc.ReconcileInterval = c.ReconcileInterval
 	pc.RetryMax = c.ReplicationRetryMax
 	pc.HistoryCount = c.ReplicationHistory
@@ -262,6 +264,7 @@ const (
 	flagLogFormat         = "log-format"
 
 	flagReplicationWorkers    = "replication-workers"
+	flagReplicationLease      = "replication-lease"
 	flagReconcileInterval     = "reconcile-interval"
 	flagReplicationRetryMax   = "replication-retry-max"
 	flagReplicationHistory    = "replication-history"
@@ -295,6 +298,7 @@ func serveFlags() []cli.Flag {
 		&cli.StringFlag{Name: flagLogLevel, EnvVars: []string{"BERTH_LOG_LEVEL"}, Value: d.LogLevel, Usage: "debug, info, warn or error"},
 		&cli.StringFlag{Name: flagLogFormat, EnvVars: []string{"BERTH_LOG_FORMAT"}, Value: d.LogFormat, Usage: "auto (text on a terminal, JSON otherwise), text or json"},
 		&cli.IntFlag{Name: flagReplicationWorkers, EnvVars: []string{"BERTH_REPLICATION_WORKERS"}, Value: d.ReplicationWorkers, Usage: "replication tasks this node runs at once"},
+		&cli.DurationFlag{Name: flagReplicationLease, EnvVars: []string{"BERTH_REPLICATION_LEASE"}, Value: d.ReplicationLease, Usage: "how long a node holds a replication task without renewing it; a task of a node that died is taken over after it"},
 		&cli.DurationFlag{Name: flagReconcileInterval, EnvVars: []string{"BERTH_RECONCILE_INTERVAL"}, Value: d.ReconcileInterval, Usage: "how often every enabled replication policy compares source and destination"},
 		&cli.DurationFlag{Name: flagReplicationRetryMax, EnvVars: []string{"BERTH_REPLICATION_RETRY_MAX"}, Value: d.ReplicationRetryMax, Usage: "longest wait between retries of a replication task"},
 		&cli.IntFlag{Name: flagReplicationHistory, EnvVars: []string{"BERTH_REPLICATION_HISTORY"}, Value: d.ReplicationHistory, Usage: "finished replication executions kept"},
@@ -369,6 +373,9 @@ func loadConfig(c *cli.Context) (Config, error) {
 	}
 	if c.IsSet(flagReplicationWorkers) {
 		cfg.ReplicationWorkers = c.Int(flagReplicationWorkers)
+	}
+	if c.IsSet(flagReplicationLease) {
+		cfg.ReplicationLease = c.Duration(flagReplicationLease)
 	}
 	if c.IsSet(flagReconcileInterval) {
 		cfg.ReconcileInterval = c.Duration(flagReconcileInterval)

@@ -277,10 +277,22 @@ func (reg *Registry) blobPresent(ctx context.Context, d oci.Digest) error {
 	return err
 }
 
-// OpenBlob opens blob d for reading from offset, for replication to other
-// registries: from this node's store, else fetched from a peer (and kept
-// here) first. It returns the reader and the blob's full size.
-func (reg *Registry) OpenBlob(ctx context.Context, d oci.Digest, offset int64) (io.ReadCloser, int64, error) {
+// Content is the registry as replication reads it: the state's manifests,
+// tags, referrers and catalog, and the blobs (from a peer when this node
+// lacks one).
+type Content struct {
+	State
+	reg *Registry
+}
+
+// Content returns the registry's content for replication.
+func (reg *Registry) Content() Content { return Content{State: reg.state, reg: reg} }
+
+// OpenBlob opens blob d for reading from offset: from this node's store,
+// else fetched from a peer (and kept here) first. It returns the reader and
+// the blob's full size.
+func (c Content) OpenBlob(ctx context.Context, d oci.Digest, offset int64) (io.ReadCloser, int64, error) {
+	reg := c.reg
 	f, size, err := reg.blobs.Open(d)
 	if errors.Is(err, oci.ErrNotFound) && reg.peers != nil {
 		if err = reg.fetchRemote(ctx, d); err == nil {
@@ -300,7 +312,3 @@ func (reg *Registry) OpenBlob(ctx context.Context, d oci.Digest, offset int64) (
 	}
 	return f, size, nil
 }
-
-// State is the state the registry reads and writes (for replication,
-// which reads manifests, tags and referrers the way the registry does).
-func (reg *Registry) State() State { return reg.state }

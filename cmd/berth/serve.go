@@ -23,7 +23,6 @@ import (
 
 	"github.com/berth-registry/berth/api"
 	"github.com/berth-registry/berth/cluster"
-	"github.com/berth-registry/berth/oci"
 	"github.com/berth-registry/berth/registry"
 	"github.com/berth-registry/berth/replicate"
 )
@@ -187,7 +186,7 @@ func (m *Main) serve(ctx context.Context, cfg Config) (err error) {
 	if err := pcfg.Validate(); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
-	engine, err := replicate.New(pcfg, node, localRegistry{State: node, reg: reg}, node, node, logger, metrics)
+	engine, err := replicate.New(pcfg, node, reg.Content(), node, node, logger, metrics)
 	if err != nil {
 		return fmt.Errorf("start replication: %w", err)
 	}
@@ -378,20 +377,9 @@ func (c clusterAPI) LeaveCluster(ctx context.Context) error {
 	return nil
 }
 
-// localRegistry is the registry as replication reads it: the node's state
-// and the registry's blobs (from a peer when this node lacks one).
-type localRegistry struct {
-	registry.State
-	reg *registry.Registry
-}
-
-func (l localRegistry) OpenBlob(ctx context.Context, d oci.Digest, offset int64) (io.ReadCloser, int64, error) {
-	return l.reg.OpenBlob(ctx, d, offset)
-}
-
 var (
 	_ replicate.Store = (*cluster.Node)(nil)
-	_ replicate.Local = localRegistry{}
+	_ replicate.Local = registry.Content{}
 )
 
 // connTracker remembers connections that never sent a request, so that a

@@ -257,7 +257,7 @@ func TestDualMasterConverges(t *testing.T) {
 
 	a.gate.closed.Store(true)
 	b.gate.closed.Store(true)
-	a.push(t, "app", "both")        // older
+	a.push(t, "app", "both")         // older
 	last := b.push(t, "app", "both") // newer: wins on both sides
 	// Give the deletion the higher version: b re-pushes gone first.
 	b.push(t, "app", "gone")

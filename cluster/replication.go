@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/berth-registry/berth/oci"
@@ -175,8 +176,13 @@ func (n *Node) ClaimTasks(ctx context.Context, node, claim string, max int, now 
 // holds its task is ignored. Many updates take several commands.
 func (n *Node) UpdateTasks(ctx context.Context, updates []policy.TaskUpdate, now time.Time) error {
 	for len(updates) > 0 {
-		chunk := updates[:min(len(updates), updateChunk)]
+		chunk := slices.Clone(updates[:min(len(updates), updateChunk)])
 		updates = updates[len(chunk):]
+		for i := range chunk {
+			// A remote's whole error page must not make the command too
+			// large; apply would cut it anyway.
+			chunk[i].Error, chunk[i].Note = truncate(chunk[i].Error), truncate(chunk[i].Note)
+		}
 		if err := n.propose(ctx, command{Op: opUpdateTasks, Updates: chunk, Time: unixNano(now)}); err != nil {
 			return err
 		}

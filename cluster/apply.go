@@ -8,6 +8,7 @@ import (
 	"slices"
 
 	"github.com/berth-registry/berth/oci"
+	"github.com/berth-registry/berth/policy"
 	"go.etcd.io/bbolt"
 )
 
@@ -27,6 +28,10 @@ type user struct {
 type writer struct {
 	tx  *bbolt.Tx
 	err error
+
+	now   int64         // the command's Time
+	rules []policy.Rule // every rule, read once per command (see allRules)
+	read  bool          // rules was read
 }
 
 // applyCommand decodes and applies one command. It is deterministic: the
@@ -37,7 +42,7 @@ func applyCommand(tx *bbolt.Tx, data []byte, blobs *[]oci.Digest) error {
 	if err != nil {
 		return err
 	}
-	w := &writer{tx: tx}
+	w := &writer{tx: tx, now: c.Time}
 	switch c.Op {
 	case opPutManifest:
 		err = w.putManifest(c)
@@ -45,9 +50,9 @@ func applyCommand(tx *bbolt.Tx, data []byte, blobs *[]oci.Digest) error {
 			*blobs = append(*blobs, c.Record.Blobs...)
 		}
 	case opDeleteManifest:
-		err = w.deleteManifest(c.Repo, c.Digest)
+		err = w.deleteManifest(c)
 	case opDeleteTag:
-		err = w.deleteTag(c.Repo, c.Tag)
+		err = w.deleteTag(c)
 	case opLinkBlob:
 		err = w.linkBlob(c.Repo, c.Digest, c.Size, c.Time)
 	case opUnlinkBlob:
@@ -56,6 +61,28 @@ func applyCommand(tx *bbolt.Tx, data []byte, blobs *[]oci.Digest) error {
 		err = w.unlinkBlobs(c.Digests, c.Time)
 	case opPutUser:
 		err = w.putUser(c.Name, c.Hash, c.Admin)
+	case opPutEndpoint:
+		err = w.putEndpoint(c.Endpoint)
+	case opDeleteEndpoint:
+		err = w.deleteEndpoint(c.Name)
+	case opPutRule:
+		err = w.putRule(c.Rule)
+	case opDeleteRule:
+		err = w.deleteRule(c.Name)
+	case opStartExecution:
+		err = w.startExecution(c)
+	case opAddTasks:
+		err = w.addTasks(c)
+	case opClaimTasks:
+		err = w.claimTasks(c)
+	case opUpdateTasks:
+		err = w.updateTasks(c.Updates)
+	case opStopExecution:
+		err = w.stopExecution(c.Exec)
+	case opPruneHistory:
+		err = w.pruneHistory(c.Time, c.Keep)
+	case opPurgeTombstones:
+		err = w.purgeTombstones(c.Time)
 	default:
 		err = fmt.Errorf("%w: unknown op %q", ErrBadCommand, c.Op)
 	}
@@ -107,6 +134,31 @@ func (w *writer) del(bucket, k []byte) {
 	if w.err == nil {
 		w.err = w.tx.Bucket(bucket).Delete(k)
 	}
+}
+
+// getJSON decodes the value of k into v and reports whether there is one.
+// A value that does not decode is a failure of the storage.
+func (w *writer) getJSON(bucket, k []byte, v any) (bool, error) {
+	b := w.get(bucket, k)
+	if b == nil {
+		return false, nil
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return false, &storageError{err: fmt.Errorf("decode %s %q: %w", bucket, k, err)}
+	}
+	return true, nil
+}
+
+// putJSON stores v encoded as JSON.
+func (w *writer) putJSON(bucket, k []byte, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		if w.err == nil {
+			w.err = fmt.Errorf("encode %s %q: %w", bucket, k, err)
+		}
+		return
+	}
+	w.put(bucket, k, b)
 }
 
 // add changes a counter by delta (±1); a counter is absent at zero and
@@ -180,6 +232,9 @@ func (w *writer) putManifest(c command) error {
 			return err
 		}
 	}
+	if err := checkVersioning(c); err != nil {
+		return err
+	}
 	for _, d := range append(slices.Clone(r.Blobs), r.Children...) {
 		if err := checkDigest(d); err != nil {
 			return err
@@ -209,6 +264,12 @@ func (w *writer) putManifest(c command) error {
 	if err != nil {
 		return err
 	}
+	var tw tagWrite
+	if c.Tag != "" {
+		if tw, err = w.tagPut(r.Repo, c.Tag, r.Digest, c); err != nil {
+			return err
+		}
+	}
 
 	if found {
 		w.unindex(old)
@@ -223,8 +284,10 @@ func (w *writer) putManifest(c command) error {
 	w.put(bucketPayloads, k, bytes.Clone(c.Payload))
 	if c.Tag != "" {
 		w.setTag(r.Repo, c.Tag, r.Digest)
+		w.setVersion(r.Repo, c.Tag, tw.version)
+		w.del(bucketTombstones, key(r.Repo, c.Tag))
 	}
-	return nil
+	return w.putEvents(*r, c.Tag, tw, !found)
 }
 
 // index adds the blob references, children and referrer entry of r.
@@ -270,11 +333,15 @@ func (w *writer) setTag(repo, tag string, d oci.Digest) {
 	w.put(bucketTagsByDigest, key(repo, string(d), tag), []byte{})
 }
 
-func (w *writer) deleteManifest(repo string, d oci.Digest) error {
+func (w *writer) deleteManifest(c command) error {
+	repo, d := c.Repo, c.Digest
 	if err := checkRepo(repo); err != nil {
 		return err
 	}
 	if err := checkDigest(d); err != nil {
+		return err
+	}
+	if err := checkVersioning(c); err != nil {
 		return err
 	}
 	r, found, err := w.record(repo, d)
@@ -289,35 +356,67 @@ func (w *writer) deleteManifest(repo string, d oci.Digest) error {
 		index := string(k[len(p):])
 		return fmt.Errorf("manifest is referenced by index %s in %s; delete the index first: %w", index, repo, oci.ErrDenied)
 	}
+	var deleted []policy.Tombstone
+	for _, tk := range w.keysWithPrefix(bucketTagsByDigest, p) {
+		tag := string(tk[len(p):])
+		cur, err := w.tagVersion(repo, tag)
+		if err != nil {
+			return err
+		}
+		deleted = append(deleted, policy.Tombstone{Repo: repo, Tag: tag, Digest: d, Version: localVersion(cur, c), Time: c.Time})
+	}
 
 	w.unindex(r)
 	k := key(repo, string(d))
 	w.del(bucketManifests, k)
 	w.del(bucketPayloads, k)
-	for _, tk := range w.keysWithPrefix(bucketTagsByDigest, p) {
-		w.del(bucketTags, key(repo, string(tk[len(p):])))
-		w.del(bucketTagsByDigest, tk)
+	for _, ts := range deleted {
+		w.dropTag(ts)
 	}
 	w.add(bucketRepos, []byte(repo), -1)
-	return nil
+	if len(deleted) == 0 {
+		deleted = append(deleted, policy.Tombstone{Repo: repo, Digest: d})
+	}
+	return w.deleteEvents(deleted)
 }
 
-func (w *writer) deleteTag(repo, tag string) error {
+func (w *writer) deleteTag(c command) error {
+	repo, tag := c.Repo, c.Tag
 	if err := checkRepo(repo); err != nil {
 		return err
 	}
 	if err := checkTag(tag); err != nil {
 		return err
 	}
-	tk := key(repo, tag)
-	d := w.get(bucketTags, tk)
-	if d == nil {
+	if c.IfDigest != "" {
+		if err := checkDigest(c.IfDigest); err != nil {
+			return err
+		}
+	}
+	if err := checkVersioning(c); err != nil {
+		return err
+	}
+	d := oci.Digest(w.get(bucketTags, key(repo, tag)))
+	if d == "" {
 		return fmt.Errorf("tag %s in %s: %w", tag, repo, oci.ErrNotFound)
 	}
-	ik := key(repo, string(d), tag)
-	w.del(bucketTags, tk)
-	w.del(bucketTagsByDigest, ik)
-	return nil
+	if c.IfDigest != "" && d != c.IfDigest {
+		return fmt.Errorf("tag %s in %s points to %s, not %s: %w", tag, repo, d, c.IfDigest, oci.ErrPreconditionFailed)
+	}
+	cur, err := w.tagVersion(repo, tag)
+	if err != nil {
+		return err
+	}
+	v := c.Version
+	switch {
+	case v.IsZero():
+		v = localVersion(cur, c)
+	case v.Compare(cur) <= 0:
+		return fmt.Errorf("delete %s:%s at version %s: the tag is at %s: %w", repo, tag, v, cur, oci.ErrSuperseded)
+	}
+	ts := policy.Tombstone{Repo: repo, Tag: tag, Digest: d, Version: v, Time: c.Time}
+	w.dropTag(ts)
+	return w.deleteEvents([]policy.Tombstone{ts})
 }
 
 func (w *writer) linkBlob(repo string, d oci.Digest, size, at int64) error {

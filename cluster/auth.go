@@ -51,6 +51,18 @@ func DeriveKey(secret []byte, purpose string) ([]byte, error) {
 	return hkdf.Key(sha256.New, secret, []byte("berth cluster"), purpose, 32)
 }
 
+// clusterID derives the id of the cluster, the origin of its tag versions,
+// from the secret: "c" and 16 lowercase hex digits. A cluster without a
+// secret (one node, or a test) gets a fixed id.
+func clusterID(secret []byte) string {
+	k, err := DeriveKey(secret, "berth cluster id")
+	if err != nil {
+		sum := sha256.Sum256([]byte("berth cluster id"))
+		k = sum[:]
+	}
+	return "c" + hex.EncodeToString(k[:8])
+}
+
 // signature is the HMAC of one request: method, path with query, the
 // sender and the time.
 func signature(key []byte, method, uri, node string, ms int64) string {

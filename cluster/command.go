@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/berth-registry/berth/oci"
+	"github.com/berth-registry/berth/policy"
 )
 
 // Operations of the state machine. The names are part of the Raft log
@@ -17,6 +18,19 @@ const (
 	opUnlinkBlob     = "unlink_blob"
 	opUnlinkBlobs    = "unlink_blobs"
 	opPutUser        = "put_user"
+
+	// Replication (see replication.go and outbox.go).
+	opPutEndpoint     = "put_endpoint"
+	opDeleteEndpoint  = "delete_endpoint"
+	opPutRule         = "put_rule"
+	opDeleteRule      = "delete_rule"
+	opStartExecution  = "start_execution"
+	opAddTasks        = "add_tasks"
+	opClaimTasks      = "claim_tasks"
+	opUpdateTasks     = "update_tasks"
+	opStopExecution   = "stop_execution"
+	opPruneHistory    = "prune_history"
+	opPurgeTombstones = "purge_tombstones"
 )
 
 // command is the envelope of every entry in the Raft log: a JSON object
@@ -38,15 +52,57 @@ type command struct {
 
 	// link_blob
 	Size int64 `json:"size,omitempty"`
-	Time int64 `json:"time,omitempty"` // unix nanoseconds
+	// Time is the proposer's clock, unix nanoseconds: the link time
+	// (link_blob), GC's cutoff (unlink_blobs), the time of a write for tag
+	// versions and tombstones (put_manifest, delete_tag, delete_manifest),
+	// "now" of the replication ops, and the cutoff of prune_history and
+	// purge_tombstones.
+	Time int64 `json:"time,omitempty"`
+
+	// put_manifest, delete_tag, delete_manifest: Origin is the proposer's
+	// cluster id, the origin of the versions a local write gets (absent
+	// in commands from before versions: such a write leaves the tag
+	// unversioned). Version is a replicated write's version (zero: a local
+	// write). IfDigest makes delete_tag conditional.
+	Origin   string         `json:"origin,omitempty"`
+	Version  oci.TagVersion `json:"version,omitzero"`
+	IfDigest oci.Digest     `json:"if_digest,omitempty"`
 
 	// unlink_blobs
 	Digests []oci.Digest `json:"digests,omitempty"`
 
-	// put_user
+	// put_user; the name of the endpoint or rule of delete_endpoint,
+	// delete_rule and start_execution
 	Name  string `json:"name,omitempty"`
 	Hash  []byte `json:"hash,omitempty"`
 	Admin bool   `json:"admin,omitempty"`
+
+	// put_endpoint, put_rule
+	Endpoint *policy.Endpoint `json:"endpoint,omitempty"`
+	Rule     *policy.Rule     `json:"rule,omitempty"`
+
+	// start_execution (Trigger, Token: a proposer's unique id that makes a
+	// repeat a no-op and lets it find the execution), add_tasks and
+	// stop_execution (Exec); Done: no more tasks will be added.
+	Exec    uint64        `json:"exec,omitempty"`
+	Trigger string        `json:"trigger,omitempty"`
+	Token   string        `json:"token,omitempty"`
+	Tasks   []policy.Task `json:"tasks,omitempty"`
+	Done    bool          `json:"done,omitempty"`
+
+	// claim_tasks: the claiming node, the claim id, at most how many tasks,
+	// and the end of the lease (unix nanoseconds).
+	Node  string `json:"node,omitempty"`
+	Claim string `json:"claim,omitempty"`
+	Max   int    `json:"max,omitempty"`
+	Until int64  `json:"until,omitempty"`
+
+	// update_tasks
+	Updates []policy.TaskUpdate `json:"updates,omitempty"`
+
+	// prune_history: how many final executions to keep at most (0: no
+	// bound).
+	Keep int `json:"keep,omitempty"`
 }
 
 func encodeCommand(c command) ([]byte, error) {

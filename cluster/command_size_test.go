@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/berth-registry/berth/oci"
+	"github.com/berth-registry/berth/policy"
 )
 
 // TestLargestManifestFitsACommand checks that the put_manifest command of a
@@ -33,6 +34,39 @@ func TestLargestManifestFitsACommand(t *testing.T) {
 		}
 		if !json.Valid(b) {
 			t.Errorf("fill %q: the command is not JSON", fill)
+		}
+	}
+}
+
+// TestLargestTaskChunksFitACommand checks that a chunk of tasks or updates
+// as large as the node sends, with every field at its longest, is not
+// refused as too large.
+func TestLargestTaskChunksFitACommand(t *testing.T) {
+	name := strings.Repeat("a/", oci.MaxNameLength/2) + "a"
+	task := policy.Task{
+		Policy: strings.Repeat("p", policy.MaxName), Endpoint: strings.Repeat("e", policy.MaxName), Kind: policy.TaskCopy,
+		Repo: name, Tag: strings.Repeat("t", 128), Digest: oci.DigestOf(nil), DestRepo: name,
+		Version: oci.TagVersion{HLC: 1<<64 - 1, Origin: strings.Repeat("o", 64)},
+	}
+	tasks := make([]policy.Task, taskChunk)
+	for i := range tasks {
+		tasks[i] = task
+	}
+	long := strings.Repeat("<", policy.MaxError) // JSON escapes it as six bytes
+	updates := make([]policy.TaskUpdate, updateChunk)
+	for i := range updates {
+		updates[i] = policy.TaskUpdate{ID: 1<<64 - 1, Claim: strings.Repeat("c", maxClaimID), Status: policy.StatusFailed, Error: long, Note: long}
+	}
+	for _, c := range []command{
+		{Op: opStartExecution, Name: task.Policy, Trigger: policy.TriggerManual, Token: strings.Repeat("k", 32), Tasks: tasks},
+		{Op: opUpdateTasks, Updates: updates},
+	} {
+		b, err := encodeCommand(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(b) > maxCommandSize {
+			t.Errorf("%s: %d bytes, over maxCommandSize %d", c.Op, len(b), maxCommandSize)
 		}
 	}
 }

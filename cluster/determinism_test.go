@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/berth-registry/berth/oci"
+	"github.com/berth-registry/berth/policy"
 	"github.com/hashicorp/raft"
 )
 
@@ -31,8 +32,10 @@ func testSeed(t *testing.T) uint64 {
 // randomLog builds n raft entries over a small universe of repositories,
 // tags, blobs and manifests, so that commands collide: re-puts, tag moves,
 // deletes of indexed children, unlinks of referenced blobs, and some
-// commands that are rejected.
-func randomLog(rng *rand.Rand, n int) []*raft.Log {
+// commands that are rejected. It applies them to a scratch state machine
+// as it goes, so that workers' updates mostly name tasks their claims hold.
+func randomLog(t testing.TB, rng *rand.Rand, n int) []*raft.Log {
+	scratch := newHarness(t)
 	repos := []string{"a", "a/b", "ab", "lib/x"}
 	tags := []string{"latest", "v1", "v2", "sha256-x.sig"}
 	type known struct {
@@ -44,7 +47,7 @@ func randomLog(rng *rand.Rand, n int) []*raft.Log {
 	for i := 0; i < n; i++ {
 		repo := repos[rng.IntN(len(repos))]
 		var c command
-		switch p := rng.IntN(100); {
+		switch p := rng.IntN(140); {
 		case p < 35 || len(made) == 0:
 			var blobs, children []oci.Digest
 			for j := rng.IntN(4); j > 0; j-- {
@@ -65,16 +68,19 @@ func randomLog(rng *rand.Rand, n int) []*raft.Log {
 			if rng.IntN(2) == 0 {
 				tag = tags[rng.IntN(len(tags))]
 			}
-			c = putCmd(rec, payload, tag)
+			c = versionAtRandom(rng, i, putCmd(rec, payload, tag))
 		case p < 45:
 			k := made[rng.IntN(len(made))] // re-put a known manifest, maybe in another repo
 			rec := k.rec
 			rec.Repo = repo
-			c = putCmd(rec, k.payload, tags[rng.IntN(len(tags))])
+			c = versionAtRandom(rng, i, putCmd(rec, k.payload, tags[rng.IntN(len(tags))]))
 		case p < 60:
-			c = command{Op: opDeleteManifest, Repo: repo, Digest: made[rng.IntN(len(made))].rec.Digest}
+			c = versionAtRandom(rng, i, command{Op: opDeleteManifest, Repo: repo, Digest: made[rng.IntN(len(made))].rec.Digest})
 		case p < 70:
-			c = command{Op: opDeleteTag, Repo: repo, Tag: tags[rng.IntN(len(tags))]}
+			c = versionAtRandom(rng, i, command{Op: opDeleteTag, Repo: repo, Tag: tags[rng.IntN(len(tags))]})
+			if rng.IntN(4) == 0 {
+				c.IfDigest = made[rng.IntN(len(made))].rec.Digest
+			}
 		case p < 82:
 			c = command{Op: opLinkBlob, Repo: repo, Digest: blobDigest(rng.IntN(12)), Size: rng.Int64N(1000), Time: int64(i)}
 		case p < 87:
@@ -84,8 +90,14 @@ func randomLog(rng *rand.Rand, n int) []*raft.Log {
 			c = command{Op: opUnlinkBlobs, Digests: []oci.Digest{blobDigest(rng.IntN(12)), blobDigest(rng.IntN(12))}, Time: int64(rng.IntN(i + 1))}
 		case p < 96:
 			c = command{Op: opPutUser, Name: fmt.Sprintf("u%d", rng.IntN(3)), Hash: []byte{byte(i)}, Admin: rng.IntN(2) == 0}
-		default:
+		case p < 100:
 			c = command{Op: opDeleteManifest, Repo: "Bad Repo", Digest: "x"} // rejected
+		default:
+			running, err := scratch.f.indexedTasks(bucketTasksRunning, func(policy.Task) bool { return true })
+			if err != nil {
+				t.Fatal(err)
+			}
+			c = randomReplication(rng, i, repo, tags, made[rng.IntN(len(made))].rec.Digest, running)
 		}
 		b, _ := encodeCommand(c)
 		typ := raft.LogCommand
@@ -93,8 +105,96 @@ func randomLog(rng *rand.Rand, n int) []*raft.Log {
 			typ, b = raft.LogConfiguration, nil
 		}
 		logs = append(logs, &raft.Log{Index: uint64(i + 1), Term: 1, Type: typ, Data: b})
+		scratch.f.Apply(logs[len(logs)-1])
 	}
 	return logs
+}
+
+// versionAtRandom makes c, a put or delete, a local write of cluster "ca"
+// at time i, or a write replicated from "cb" with a random version, or
+// leaves it without versions (a command from before them).
+func versionAtRandom(rng *rand.Rand, i int, c command) command {
+	switch rng.IntN(3) {
+	case 0:
+		c.Origin, c.Time = "ca", int64(i)*1e6
+	case 1:
+		c.Origin, c.Time = "ca", int64(i)*1e6
+		if c.Op != opDeleteManifest {
+			c.Version = oci.TagVersion{HLC: uint64(1+rng.IntN(i+1)) << 16, Origin: "cb"}
+		}
+	}
+	return c
+}
+
+// randomReplication returns a replication command over a small universe
+// of rules and ids, so that claims collide, leases expire, updates come
+// under stale claims, and executions are stopped and pruned.
+func randomReplication(rng *rand.Rand, i int, repo string, tags []string, d oci.Digest, running []policy.Task) command {
+	now := int64(i)
+	rules := []policy.Rule{
+		{Name: "ev", Endpoint: "m", Repos: "a/**", Trigger: policy.TriggerEvent, Delete: true, Enabled: true, Concurrency: 2},
+		{Name: "lax", Endpoint: "m", Trigger: policy.TriggerEvent, Enabled: true, DestPrefix: "x"},
+		{Name: "man", Endpoint: "m", Trigger: policy.TriggerManual, Enabled: rng.IntN(2) == 0},
+		{Name: "lost", Endpoint: "nowhere", Trigger: policy.TriggerEvent, Enabled: true}, // rejected
+	}
+	names := []string{"ev", "lax", "man", "lost"}
+	task := func() policy.Task {
+		t := policy.Task{Kind: policy.TaskCopy, Repo: repo, Tag: tags[rng.IntN(len(tags))], Digest: d}
+		if rng.IntN(3) == 0 {
+			t.Kind, t.Tag = policy.TaskDelete, ""
+		}
+		return t
+	}
+	var ts []policy.Task
+	for j := rng.IntN(4); j > 0; j-- {
+		ts = append(ts, task())
+	}
+	claim := func() string { return fmt.Sprintf("c%d", rng.IntN(8)) }
+	switch rng.IntN(12) {
+	case 0:
+		return command{Op: opPutEndpoint, Endpoint: &policy.Endpoint{Name: "m", URL: "https://m.example", Type: policy.EndpointBerth}, Time: now}
+	case 1:
+		r := rules[rng.IntN(len(rules))]
+		return command{Op: opPutRule, Rule: &r, Time: now}
+	case 2:
+		switch rng.IntN(4) {
+		case 0:
+			return command{Op: opDeleteEndpoint, Name: "m"}
+		case 1:
+			return command{Op: opDeleteRule, Name: names[rng.IntN(len(names))], Time: now}
+		}
+		r := rules[rng.IntN(len(rules))]
+		return command{Op: opPutRule, Rule: &r, Time: now}
+	case 3:
+		return command{Op: opStartExecution, Name: names[rng.IntN(len(names))], Trigger: policy.TriggerManual,
+			Token: fmt.Sprintf("t%d", rng.IntN(20)), Tasks: ts, Done: rng.IntN(3) > 0, Time: now}
+	case 4:
+		return command{Op: opAddTasks, Exec: uint64(1 + rng.IntN(20)), Tasks: ts, Done: rng.IntN(2) == 0, Time: now}
+	case 5, 6, 7:
+		return command{Op: opClaimTasks, Node: fmt.Sprintf("n%d", rng.IntN(3)), Claim: claim(), Max: rng.IntN(4), Time: now, Until: now + int64(1+rng.IntN(30))}
+	case 8, 9:
+		statuses := []string{policy.StatusRunning, policy.StatusRetrying, policy.StatusSucceeded, policy.StatusFailed}
+		var us []policy.TaskUpdate
+		for j := 1 + rng.IntN(3); j > 0; j-- {
+			u := policy.TaskUpdate{
+				ID: uint64(1 + rng.IntN(40)), Claim: claim(), Status: statuses[rng.IntN(len(statuses))],
+				Bytes: rng.Int64N(100), Error: "e", NextAttempt: now + rng.Int64N(10), LeaseUntil: now + rng.Int64N(30),
+			}
+			if len(running) > 0 && rng.IntN(4) > 0 {
+				t := running[rng.IntN(len(running))]
+				u.ID, u.Claim = t.ID, t.Claim
+			}
+			us = append(us, u)
+		}
+		return command{Op: opUpdateTasks, Updates: us, Time: now}
+	case 10:
+		return command{Op: opStopExecution, Exec: uint64(1 + rng.IntN(20)), Time: now}
+	default:
+		if rng.IntN(2) == 0 {
+			return command{Op: opPurgeTombstones, Time: rng.Int64N(now+1) * 1e6}
+		}
+		return command{Op: opPruneHistory, Time: rng.Int64N(now + 1), Keep: rng.IntN(6)}
+	}
 }
 
 // applyInBatches applies logs in random-sized batches.
@@ -110,7 +210,7 @@ func applyInBatches(rng *rand.Rand, f *fsm, logs []*raft.Log) []any {
 
 func TestSameLogSameState(t *testing.T) {
 	seed := testSeed(t)
-	logs := randomLog(rand.New(rand.NewPCG(seed, 1)), 1500)
+	logs := randomLog(t, rand.New(rand.NewPCG(seed, 1)), 1500)
 
 	a, b := newHarness(t), newHarness(t)
 	var respA []any

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/berth-registry/berth/oci"
+	"github.com/berth-registry/berth/policy"
 )
 
 // Errors returned by the cluster package. Errors that come from the content
@@ -44,6 +45,9 @@ const (
 	codeDenied      = "denied"
 	codeBlobUnknown = "manifest_blob_unknown"
 	codeBadCommand  = "bad_command"
+	codeSuperseded  = "superseded"
+	codePrecondFail = "precondition_failed"
+	codeInvalid     = "invalid"
 	codeNotLeader   = "not_leader"
 	codeUnavailable = "unavailable"
 	codeUnsafe      = "unsafe"
@@ -65,6 +69,12 @@ func wireCode(err error) string {
 		return codeBlobUnknown
 	case errors.Is(err, ErrBadCommand):
 		return codeBadCommand
+	case errors.Is(err, oci.ErrSuperseded):
+		return codeSuperseded
+	case errors.Is(err, oci.ErrPreconditionFailed):
+		return codePrecondFail
+	case errors.Is(err, policy.ErrInvalid):
+		return codeInvalid
 	case errors.Is(err, ErrUnsafe):
 		return codeUnsafe
 	}
@@ -94,6 +104,12 @@ func fromWire(code, msg string) error {
 		s = oci.ErrManifestBlobUnknown
 	case codeBadCommand:
 		s = ErrBadCommand
+	case codeSuperseded:
+		s = oci.ErrSuperseded
+	case codePrecondFail:
+		s = oci.ErrPreconditionFailed
+	case codeInvalid:
+		s = policy.ErrInvalid
 	case codeNotLeader:
 		s = ErrNotLeader
 	case codeUnavailable:

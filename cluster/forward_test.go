@@ -3,12 +3,14 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"github.com/berth-registry/berth/oci"
+	"github.com/berth-registry/berth/policy"
 )
 
 // TestForwardCutOffIsUnavailable checks that a forwarded write whose leader
@@ -35,5 +37,16 @@ func TestForwardCutOffIsUnavailable(t *testing.T) {
 	}
 	if retryable(err) {
 		t.Errorf("Apply through a connection the leader closed: %v is retryable, but the leader may have applied it", err)
+	}
+}
+
+// TestWireCodes: a rejection keeps its sentinel across a forwarded write.
+func TestWireCodes(t *testing.T) {
+	for _, s := range []error{oci.ErrNotFound, oci.ErrDenied, oci.ErrManifestBlobUnknown, ErrBadCommand,
+		oci.ErrSuperseded, oci.ErrPreconditionFailed, policy.ErrInvalid, ErrUnsafe, ErrNotLeader, oci.ErrUnavailable} {
+		err := fmt.Errorf("context: %w", s)
+		if got := toWire(err).err(); !errors.Is(got, s) || got.Error() != err.Error() {
+			t.Errorf("%v across the wire is %v", err, got)
+		}
 	}
 }

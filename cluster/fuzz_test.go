@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/berth-registry/berth/oci"
+	"github.com/berth-registry/berth/policy"
 )
 
 // FuzzApply feeds arbitrary bytes to apply on a populated state: it must
@@ -20,6 +21,16 @@ func FuzzApply(f *testing.F) {
 		{Op: opUnlinkBlob, Repo: "app/db", Digest: blobDigest(9)},
 		{Op: opUnlinkBlobs, Digests: []oci.Digest{blobDigest(1), blobDigest(9)}},
 		{Op: opPutUser, Name: "admin", Hash: []byte("h")},
+		versionedPut(child, pc, "v2", 5, oci.TagVersion{HLC: 1 << 20, Origin: "cb"}),
+		deleteTagCmd("app/web", "latest", 5, oci.TagVersion{}, child.Digest),
+		ruleCmd(policy.Rule{Name: "all", Endpoint: "mirror", Trigger: policy.TriggerEvent, Enabled: true}),
+		{Op: opDeleteEndpoint, Name: "mirror"},
+		{Op: opStartExecution, Name: "ev", Trigger: "manual", Tasks: []policy.Task{{Kind: "copy", Repo: "a", Digest: blobDigest(1)}}, Time: 1},
+		{Op: opClaimTasks, Node: "n", Claim: "c", Max: 5, Time: 1, Until: 9},
+		{Op: opUpdateTasks, Updates: []policy.TaskUpdate{{ID: 1, Claim: "c", Status: "failed"}}, Time: 2},
+		{Op: opStopExecution, Exec: 1, Time: 3},
+		{Op: opPruneHistory, Time: 9, Keep: 1},
+		{Op: opPurgeTombstones, Time: 9},
 	}
 	for _, c := range seeds {
 		b, _ := encodeCommand(c)
@@ -37,7 +48,11 @@ func FuzzApply(f *testing.F) {
 		before := h.hash()
 		err := h.applyRaw(data)
 		if err != nil {
-			if !errors.Is(err, ErrBadCommand) && !errors.Is(err, oci.ErrNotFound) && !errors.Is(err, oci.ErrDenied) && !errors.Is(err, oci.ErrManifestBlobUnknown) {
+			known := false
+			for _, s := range []error{ErrBadCommand, oci.ErrNotFound, oci.ErrDenied, oci.ErrManifestBlobUnknown, oci.ErrSuperseded, oci.ErrPreconditionFailed, policy.ErrInvalid} {
+				known = known || errors.Is(err, s)
+			}
+			if !known {
 				t.Fatalf("unexpected kind of rejection: %v", err)
 			}
 			if h.hash() != before {

@@ -183,7 +183,7 @@ func TestGossipCluster(t *testing.T) {
 		}
 	}
 	// A rejected write comes back as the same error through a follower.
-	if err := f1.node.DeleteTag(ctx, "team/none", "latest"); !errors.Is(err, oci.ErrNotFound) {
+	if err := f1.node.DeleteTag(ctx, "team/none", "latest", oci.TagVersion{}, ""); !errors.Is(err, oci.ErrNotFound) {
 		t.Fatalf("forwarded delete of a missing tag: %v, want not found", err)
 	}
 
@@ -318,7 +318,7 @@ func TestBlobQuorumAndRepair(t *testing.T) {
 	payload := []byte(`{"schemaVersion":2,"layers":["x"]}`)
 	rec := oci.Record{Repo: "app", Digest: oci.DigestOf(payload), MediaType: oci.MediaTypeImageManifest,
 		Size: int64(len(payload)), Blobs: []oci.Digest{d}, Created: 1}
-	if err := ms[1].node.PutManifest(ctx, rec, payload, "v1"); err != nil {
+	if err := ms[1].node.PutManifest(ctx, rec, payload, "v1", oci.TagVersion{}); err != nil {
 		t.Fatal(err)
 	}
 	var up []*member

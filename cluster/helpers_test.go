@@ -210,7 +210,7 @@ func checkInvariants(t testing.TB, f *fsm) {
 		if !slices.Equal(links, rev) {
 			return fmt.Errorf("links %q and links_by_blob %q differ", links, rev)
 		}
-		return nil
+		return checkReplication(tx)
 	})
 	if err != nil {
 		t.Fatalf("invariant: %v", err)

@@ -23,14 +23,36 @@ var (
 	bucketLinksByBlob  = []byte("links_by_blob")  // digest·repo → ""
 	bucketUsers        = []byte("users")          // name → user (JSON)
 
+	// Replication. Ids are uint64 sequences (meta), keyed big-endian so
+	// that byte order is id order; "id" below is those 8 bytes.
+	bucketTagVersions  = []byte("tag_versions")  // repo·tag → oci.TagVersion (JSON); absent: unversioned
+	bucketTombstones   = []byte("tombstones")    // repo·tag → policy.Tombstone (JSON)
+	bucketEndpoints    = []byte("endpoints")     // name → policy.Endpoint (JSON)
+	bucketRules        = []byte("rules")         // name → policy.Rule (JSON)
+	bucketExecutions   = []byte("executions")    // id → execution (JSON)
+	bucketExecRunning  = []byte("exec_running")  // id → "" while the execution runs
+	bucketRuleExecs    = []byte("rule_execs")    // rule·id → ""
+	bucketExecTokens   = []byte("exec_tokens")   // start_execution token → id
+	bucketTasks        = []byte("tasks")         // id → policy.Task (JSON)
+	bucketTasksActive  = []byte("tasks_active")  // id → "" while pending, running or retrying
+	bucketTasksRunning = []byte("tasks_running") // id → "" while running
+	bucketExecTasks    = []byte("exec_tasks")    // exec id · task id (16 bytes) → ""
+	bucketTaskLatest   = []byte("task_latest")   // rule·repo·ref → id of the newest task
+
 	allBuckets = [][]byte{
 		bucketMeta, bucketRepos, bucketManifests, bucketPayloads, bucketTags,
 		bucketTagsByDigest, bucketReferrers, bucketChildren, bucketBlobRefs,
 		bucketRepoBlobRefs, bucketLinks, bucketLinksByBlob, bucketUsers,
+		bucketTagVersions, bucketTombstones, bucketEndpoints, bucketRules,
+		bucketExecutions, bucketExecRunning, bucketRuleExecs, bucketExecTokens,
+		bucketTasks, bucketTasksActive, bucketTasksRunning, bucketExecTasks,
+		bucketTaskLatest,
 	}
 
 	metaAppliedIndex = []byte("applied_index")
 	metaAppliedTerm  = []byte("applied_term")
+	metaExecSeq      = []byte("exec_seq") // last execution id
+	metaTaskSeq      = []byte("task_seq") // last task id
 )
 
 const sep = "\x00"
@@ -57,6 +79,15 @@ func decodeUint(b []byte) uint64 {
 		return 0
 	}
 	return binary.BigEndian.Uint64(b)
+}
+
+// idKey joins ids, each as 8 big-endian bytes.
+func idKey(ids ...uint64) []byte {
+	b := make([]byte, 0, 8*len(ids))
+	for _, id := range ids {
+		b = binary.BigEndian.AppendUint64(b, id)
+	}
+	return b
 }
 
 // hasSep reports whether s would break composite keys.

@@ -34,9 +34,10 @@ const (
 // them (forwarded writes, read-index, blob repair). Writes go through Raft
 // (see propose); reads come from the local applied state.
 type Node struct {
-	cfg    Config
-	logger *slog.Logger
-	keys   keys
+	cfg       Config
+	logger    *slog.Logger
+	keys      keys
+	clusterID string // origin of this cluster's tag versions
 
 	fsm       *fsm
 	raft      *raft.Raft
@@ -130,6 +131,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Node, err
 	if n.keys, err = deriveKeys(cfg.Secret); err != nil {
 		return nil, fmt.Errorf("derive cluster keys: %w", err)
 	}
+	n.clusterID = clusterID(cfg.Secret)
 
 	raftDir := filepath.Join(cfg.DataDir, raftDirName)
 	if err := os.MkdirAll(raftDir, 0o700); err != nil {

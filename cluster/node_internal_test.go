@@ -12,6 +12,17 @@ import (
 	"github.com/berth-registry/berth/oci"
 )
 
+// freeLocalAddr returns a loopback address with a port free right now.
+func freeLocalAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
 func internalNode(t *testing.T, dir, addr string) *Node {
 	t.Helper()
 	cfg := DefaultConfig()
@@ -36,12 +47,7 @@ func internalNode(t *testing.T, dir, addr string) *Node {
 // not restored over it) and without (the snapshot is restored, then the
 // rest of the log replayed).
 func TestRestartAfterSnapshot(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := freeLocalAddr(t)
 	dir := t.TempDir()
 	ctx := context.Background()
 
@@ -114,9 +120,7 @@ func TestRestartAfterSnapshot(t *testing.T) {
 }
 
 func TestUnlinkBlobsChunks(t *testing.T) {
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := l.Addr().String()
-	l.Close()
+	addr := freeLocalAddr(t)
 	n := internalNode(t, t.TempDir(), addr)
 	ctx := context.Background()
 	var ds []oci.Digest
@@ -149,12 +153,7 @@ func TestSnapshotBySize(t *testing.T) {
 	old := snapshotCheckEvery
 	snapshotCheckEvery = 20 * time.Millisecond
 	t.Cleanup(func() { snapshotCheckEvery = old })
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := freeLocalAddr(t)
 	dir := t.TempDir()
 	cfg := DefaultConfig()
 	cfg.NodeID, cfg.DataDir, cfg.RaftAddr = "n1", dir, addr

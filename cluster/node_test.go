@@ -17,10 +17,9 @@ import (
 	dto "github.com/prometheus/client_model/go"
 )
 
-var (
-	_ registry.State           = (*cluster.Node)(nil)
-	_ registry.PasswordChecker = (*cluster.Node)(nil)
-)
+// registry.State changes with tag versions; cmd checks that *cluster.Node
+// implements it (and replicate.Store).
+var _ registry.PasswordChecker = (*cluster.Node)(nil)
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
@@ -142,14 +141,14 @@ func TestNodeWritesAndRestart(t *testing.T) {
 	payload := []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}`)
 	rec := oci.Record{Repo: "lib/app", Digest: oci.DigestOf(payload), MediaType: oci.MediaTypeImageManifest,
 		Size: int64(len(payload)), Blobs: []oci.Digest{layer}, Created: time.Now().UnixNano()}
-	if err := n.PutManifest(ctx, rec, payload, "v1"); err != nil {
+	if err := n.PutManifest(ctx, rec, payload, "v1", oci.TagVersion{}); err != nil {
 		t.Fatal(err)
 	}
 	// An FSM error comes back through the future's response.
-	if err := n.DeleteTag(ctx, "lib/app", "missing"); !errors.Is(err, oci.ErrNotFound) {
+	if err := n.DeleteTag(ctx, "lib/app", "missing", oci.TagVersion{}, ""); !errors.Is(err, oci.ErrNotFound) {
 		t.Fatalf("delete missing tag: %v", err)
 	}
-	if err := n.PutManifest(ctx, rec, []byte("other bytes"), ""); !errors.Is(err, cluster.ErrBadCommand) {
+	if err := n.PutManifest(ctx, rec, []byte("other bytes"), "", oci.TagVersion{}); !errors.Is(err, cluster.ErrBadCommand) {
 		t.Fatalf("mismatched payload: %v", err)
 	}
 	if changed, err := n.EnsureUser(ctx, "admin", "s3cret", true); err != nil || !changed {
@@ -160,7 +159,7 @@ func TestNodeWritesAndRestart(t *testing.T) {
 	}
 	cancelled, cancel := context.WithCancel(ctx)
 	cancel()
-	if err := n.DeleteTag(cancelled, "lib/app", "v1"); !errors.Is(err, context.Canceled) {
+	if err := n.DeleteTag(cancelled, "lib/app", "v1", oci.TagVersion{}, ""); !errors.Is(err, context.Canceled) {
 		t.Fatalf("write with a cancelled context: %v", err)
 	}
 
@@ -188,7 +187,7 @@ func TestNodeWritesAndRestart(t *testing.T) {
 	if err := n.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
-	if err := n.DeleteTag(ctx, "lib/app", "v1"); !errors.Is(err, cluster.ErrClosed) || !errors.Is(err, oci.ErrUnavailable) {
+	if err := n.DeleteTag(ctx, "lib/app", "v1", oci.TagVersion{}, ""); !errors.Is(err, cluster.ErrClosed) || !errors.Is(err, oci.ErrUnavailable) {
 		t.Fatalf("write after Close: %v", err)
 	}
 
@@ -254,7 +253,7 @@ func TestNodeWithoutLeader(t *testing.T) {
 	defer n.Close()
 	ctx := context.Background()
 	// A write waits for a leader up to ApplyTimeout, then gives up.
-	if err := n.DeleteTag(ctx, "r", "t"); !errors.Is(err, cluster.ErrNoLeader) || !errors.Is(err, oci.ErrUnavailable) {
+	if err := n.DeleteTag(ctx, "r", "t", oci.TagVersion{}, ""); !errors.Is(err, cluster.ErrNoLeader) || !errors.Is(err, oci.ErrUnavailable) {
 		t.Fatalf("write without a leader: %v", err)
 	}
 	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)

@@ -81,7 +81,7 @@ func (n *Node) propose(ctx context.Context, c command) error {
 // found" when it is repeated.
 func isDelete(op string) bool {
 	switch op {
-	case opDeleteManifest, opDeleteTag, opUnlinkBlob:
+	case opDeleteManifest, opDeleteTag, opUnlinkBlob, opDeleteEndpoint, opDeleteRule:
 		return true
 	}
 	return false

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/berth-registry/berth/oci"
+	"github.com/berth-registry/berth/policy"
 )
 
 // memSink is a raft.SnapshotSink in memory.
@@ -36,7 +37,12 @@ func snapshotBytes(t *testing.T, f *fsm) []byte {
 	return sink.Bytes()
 }
 
+// populate fills h with manifests, tags, links and a user, and with
+// replication state: an endpoint, an event rule, the tasks of the pushes
+// (one claimed), versions and a tombstone.
 func populate(h *harness) (oci.Record, oci.Record) {
+	h.mustApply(endpointCmd("mirror"))
+	h.mustApply(ruleCmd(testRule()))
 	child, pc := manifest("app/web", "child", []oci.Digest{blobDigest(1), blobDigest(2)}, nil, "")
 	index, pi := manifest("app/web", "index", nil, []oci.Digest{child.Digest}, "")
 	sig, ps := manifest("app/web", "sig", []oci.Digest{blobDigest(3)}, nil, child.Digest)
@@ -45,6 +51,10 @@ func populate(h *harness) (oci.Record, oci.Record) {
 	h.mustApply(putCmd(sig, ps, ""))
 	h.mustApply(command{Op: opLinkBlob, Repo: "app/db", Digest: blobDigest(9), Size: 9, Time: 1})
 	h.mustApply(command{Op: opPutUser, Name: "admin", Hash: []byte("hash"), Admin: true})
+	h.mustApply(versionedPut(child, pc, "v1", 1000, oci.TagVersion{}))
+	h.mustApply(versionedPut(index, pi, "v2", 1000, oci.TagVersion{}))
+	h.mustApply(deleteTagCmd("app/web", "v2", 2000, oci.TagVersion{}, ""))
+	h.mustApply(command{Op: opClaimTasks, Node: "n1", Claim: "c1", Max: 1, Time: ms(3000), Until: ms(4000)})
 	return child, index
 }
 
@@ -85,6 +95,19 @@ func TestSnapshotRestoreRoundTrip(t *testing.T) {
 		}
 		if _, found, _ := f.user("admin"); !found {
 			t.Fatal("user missing")
+		}
+		if r, err := f.rule("ev"); err != nil || r.Endpoint != "mirror" {
+			t.Fatalf("rule = %+v, %v", r, err)
+		}
+		if v, found, _ := f.tagVersion("app/web", "v1"); !found || v.Origin != "ca" {
+			t.Fatalf("version of v1 = %s, %v", v, found)
+		}
+		if ts, _ := f.tombstones("app/web", "", 10); len(ts) != 1 || ts[0].Tag != "v2" {
+			t.Fatalf("tombstones = %+v", ts)
+		}
+		active, _ := f.indexedTasks(bucketTasksActive, func(policy.Task) bool { return true })
+		if len(active) != 2 || active[0].Status != policy.StatusRunning || active[0].Claim != "c1" || active[1].Kind != policy.TaskDelete {
+			t.Fatalf("active tasks = %+v", active)
 		}
 	}
 	checkInvariants(t, dst.f)

@@ -112,23 +112,38 @@ func (n *Node) ReferencedBlobs(ctx context.Context) (map[oci.Digest]struct{}, er
 // PutManifest stores a manifest and, when tag is not empty, points tag at
 // it. The caller has checked that the blobs and children it references
 // exist; apply verifies that payload matches rec.Digest and rec.Size.
-func (n *Node) PutManifest(ctx context.Context, rec oci.Record, payload []byte, tag string) error {
-	err := n.propose(ctx, command{Op: opPutManifest, Record: &rec, Payload: payload, Tag: tag})
-	return err
+//
+// A zero v is a local push: the tag gets the next version of this cluster
+// (a re-push of the digest the tag holds changes nothing). A non-zero v is
+// a write replicated from another berth cluster: it is kept only if higher
+// than the tag's version and than its tombstone's, and otherwise fails
+// with oci.ErrSuperseded, except when the tag already holds that digest at
+// that version (nothing changes). Putting a tag removes its tombstone.
+func (n *Node) PutManifest(ctx context.Context, rec oci.Record, payload []byte, tag string, v oci.TagVersion) error {
+	return n.propose(ctx, n.versioned(command{Op: opPutManifest, Record: &rec, Payload: payload, Tag: tag, Version: v}))
 }
 
-// DeleteManifest removes repo@dgst and every tag pointing at it. It fails
-// with oci.ErrNotFound when absent and oci.ErrDenied while an index in repo
-// lists it.
+// versioned stamps a write of tags with this cluster's origin and the time.
+func (n *Node) versioned(c command) command {
+	c.Origin, c.Time = n.clusterID, time.Now().UnixNano()
+	return c
+}
+
+// DeleteManifest removes repo@dgst and every tag pointing at it, leaving a
+// tombstone of each. It fails with oci.ErrNotFound when absent and
+// oci.ErrDenied while an index in repo lists it.
 func (n *Node) DeleteManifest(ctx context.Context, repo string, dgst oci.Digest) error {
-	err := n.propose(ctx, command{Op: opDeleteManifest, Repo: repo, Digest: dgst})
-	return err
+	return n.propose(ctx, n.versioned(command{Op: opDeleteManifest, Repo: repo, Digest: dgst}))
 }
 
-// DeleteTag removes repo:tag; the manifest stays.
-func (n *Node) DeleteTag(ctx context.Context, repo, tag string) error {
-	err := n.propose(ctx, command{Op: opDeleteTag, Repo: repo, Tag: tag})
-	return err
+// DeleteTag removes repo:tag and leaves its tombstone; the manifest stays.
+// With ifDigest it deletes only while the tag points to ifDigest
+// (otherwise oci.ErrPreconditionFailed). A non-zero v (a delete replicated
+// from another berth cluster) must be higher than the tag's version
+// (otherwise oci.ErrSuperseded) and becomes the tombstone's; a local
+// delete gets the next version.
+func (n *Node) DeleteTag(ctx context.Context, repo, tag string, v oci.TagVersion, ifDigest oci.Digest) error {
+	return n.propose(ctx, n.versioned(command{Op: opDeleteTag, Repo: repo, Tag: tag, Version: v, IfDigest: ifDigest}))
 }
 
 // LinkBlob records that the durable blob dgst belongs to repo.

@@ -50,7 +50,7 @@ func TestForwardedWritesVisibleEverywhere(t *testing.T) {
 	}
 	// A rejected write comes back through a follower as the leader's
 	// verdict.
-	if err := retry(t, func() error { return w.DeleteTag(ctx, "team/none", "latest") }); !errors.Is(err, oci.ErrNotFound) {
+	if err := retry(t, func() error { return w.DeleteTag(ctx, "team/none", "latest", oci.TagVersion{}, "") }); !errors.Is(err, oci.ErrNotFound) {
 		t.Fatalf("forwarded delete of a missing tag: %v, want not found", err)
 	}
 	c.WaitConverged(t, convergeWithin)
@@ -279,7 +279,7 @@ func TestHealedFollowerReadsItsWrites(t *testing.T) {
 
 	n := c.Node(f)
 	rec, payload := image("lib/app", "v1 moved", old.Blobs...)
-	err := retry(t, func() error { return n.PutManifest(ctx, rec, payload, "v1") })
+	err := retry(t, func() error { return n.PutManifest(ctx, rec, payload, "v1", oci.TagVersion{}) })
 	if err != nil {
 		t.Fatalf("move the tag through %s: %v", n.ID(), err)
 	}

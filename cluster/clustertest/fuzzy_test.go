@@ -390,7 +390,7 @@ func (w *writer) step(ctx context.Context, n *cluster.Node) {
 		m := w.manifests[w.rng.IntN(len(w.manifests))]
 		tag := w.tags[w.rng.IntN(len(w.tags))]
 		mkey, tkey, dg := "manifest "+string(m.rec.Digest), "tag "+tag, string(m.rec.Digest)
-		switch w.classify("PutManifest", n.PutManifest(ctx, m.rec, m.payload, tag)) {
+		switch w.classify("PutManifest", n.PutManifest(ctx, m.rec, m.payload, tag, oci.TagVersion{})) {
 		case acked:
 			w.facts[mkey] = knownFact(dg)
 			w.facts[tkey] = knownFact(dg)
@@ -405,7 +405,7 @@ func (w *writer) step(ctx context.Context, n *cluster.Node) {
 		}
 	case p < 80:
 		tag := w.tags[w.rng.IntN(len(w.tags))]
-		w.removal("DeleteTag", "tag "+tag, n.DeleteTag(ctx, w.repo, tag))
+		w.removal("DeleteTag", "tag "+tag, n.DeleteTag(ctx, w.repo, tag, oci.TagVersion{}, ""))
 	case p < 95:
 		m := w.manifests[w.rng.IntN(len(w.manifests))]
 		dg := string(m.rec.Digest)

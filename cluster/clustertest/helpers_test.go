@@ -40,7 +40,7 @@ func push(t *testing.T, c *clustertest.Cluster, i int, repo, tag string) oci.Rec
 	if err := retry(t, func() error { return c.Node(i).LinkBlob(ctx, repo, layer, 10) }); err != nil {
 		t.Fatalf("link %s through %s: %v", layer, c.ID(i), err)
 	}
-	if err := retry(t, func() error { return c.Node(i).PutManifest(ctx, rec, payload, tag) }); err != nil {
+	if err := retry(t, func() error { return c.Node(i).PutManifest(ctx, rec, payload, tag, oci.TagVersion{}) }); err != nil {
 		t.Fatalf("put %s:%s through %s: %v", repo, tag, c.ID(i), err)
 	}
 	return rec

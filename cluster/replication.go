@@ -112,20 +112,21 @@ func newToken() (string, error) {
 
 // StartExecution records a new execution of rule with tasks (the state
 // machine sets their ID, Execution, Status and times; an empty Endpoint or
-// DestRepo is the rule's) and returns its id. The execution ends when its
-// tasks do: one without tasks has succeeded at once. A scan that adds
-// more with AddTasks(done=false) keeps it running until AddTasks(done=true).
+// DestRepo is the rule's) and returns its id. With done, the execution ends
+// when its tasks do (one without tasks has succeeded at once); without, it
+// stays open, running, until AddTasks(done=true): a scan that finds its
+// tasks as it goes records the execution first.
 // A rule that does not exist is oci.ErrNotFound; a disabled one may run.
 // Large task lists take several commands; when a later one fails, the id
 // is returned with the error.
-func (n *Node) StartExecution(ctx context.Context, rule, trigger string, tasks []policy.Task, now time.Time) (uint64, error) {
+func (n *Node) StartExecution(ctx context.Context, rule, trigger string, tasks []policy.Task, done bool, now time.Time) (uint64, error) {
 	token, err := newToken()
 	if err != nil {
 		return 0, err
 	}
 	first := tasks[:min(len(tasks), taskChunk)]
 	rest := tasks[len(first):]
-	c := command{Op: opStartExecution, Name: rule, Trigger: trigger, Token: token, Tasks: first, Done: len(rest) == 0, Time: unixNano(now)}
+	c := command{Op: opStartExecution, Name: rule, Trigger: trigger, Token: token, Tasks: first, Done: done && len(rest) == 0, Time: unixNano(now)}
 	if err := n.propose(ctx, c); err != nil {
 		return 0, err
 	}
@@ -137,7 +138,7 @@ func (n *Node) StartExecution(ctx context.Context, rule, trigger string, tasks [
 		return 0, fmt.Errorf("start execution of %s: the new execution was pruned at once", rule)
 	}
 	if len(rest) > 0 {
-		return id, n.AddTasks(ctx, id, rest, true, now)
+		return id, n.AddTasks(ctx, id, rest, done, now)
 	}
 	return id, nil
 }

@@ -96,7 +96,7 @@ func TestNodeReplicationStore(t *testing.T) {
 	for i := range 2*taskChunk + 7 {
 		jobs = append(jobs, policy.Task{Kind: policy.TaskCopy, Repo: "app/web", Tag: fmt.Sprint("t", i), Digest: rec.Digest})
 	}
-	exec, err := n.StartExecution(ctx, "man", policy.TriggerManual, jobs, now)
+	exec, err := n.StartExecution(ctx, "man", policy.TriggerManual, jobs, true, now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +106,7 @@ func TestNodeReplicationStore(t *testing.T) {
 	if ts, err := n.Tasks(ctx, exec, policy.StatusPending, 0, 3); err != nil || len(ts) != 3 || ts[0].Tag != "t0" || ts[0].DestRepo != "mirror/web" {
 		t.Fatalf("tasks = %+v, %v", ts, err)
 	}
-	if _, err := n.StartExecution(ctx, "nope", policy.TriggerManual, nil, now); !errors.Is(err, oci.ErrNotFound) {
+	if _, err := n.StartExecution(ctx, "nope", policy.TriggerManual, nil, true, now); !errors.Is(err, oci.ErrNotFound) {
 		t.Fatalf("start of a missing rule: %v", err)
 	}
 	if err := n.DeleteEndpoint(ctx, "mirror"); !errors.Is(err, oci.ErrDenied) {

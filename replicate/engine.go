@@ -400,9 +400,9 @@ func (e *Engine) retryDelay(attempts int, err error) time.Duration {
 		d = b.NextBackOff()
 	}
 	if ra := RetryAfter(err); ra > d {
-		d = min(ra, e.cfg.RetryMax)
+		d = ra
 	}
-	return d
+	return min(d, e.cfg.RetryMax)
 }
 
 // limiter returns the bandwidth limiter of rule on this node (nil: none).

@@ -338,11 +338,14 @@ func (e *Engine) diffRepo(ctx context.Context, r policy.Rule, remote *Remote, re
 			if !r.MatchTag(tb.Tag) {
 				continue
 			}
-			desc, _, found, err := remote.Head(ctx, dest, tb.Tag)
+			desc, dv, found, err := remote.Head(ctx, dest, tb.Tag)
 			if err != nil {
 				return nil, err
 			}
-			if found && desc.Digest == tb.Digest {
+			// The tag still holds what was deleted, or (berth) a write
+			// older than the delete.
+			older := !dv.IsZero() && !tb.Version.IsZero() && dv.Compare(tb.Version) < 0
+			if found && (desc.Digest == tb.Digest || older) {
 				if err := add(policy.Task{Kind: policy.TaskDelete, Tag: tb.Tag, Digest: tb.Digest, Version: tb.Version}); err != nil {
 					return nil, err
 				}

@@ -46,6 +46,7 @@ type Config struct {
 	LogFormat         string        `yaml:"log_format"`
 
 	ReplicationWorkers    int           `yaml:"replication_workers"`
+	ReplicationLease      time.Duration `yaml:"replication_lease"`
 	ReconcileInterval     time.Duration `yaml:"reconcile_interval"`
 	ReplicationRetryMax   time.Duration `yaml:"replication_retry_max"`
 	ReplicationHistory    int           `yaml:"replication_history"`

@@ -393,20 +393,27 @@ func (r *copyRun) putChunked(ctx context.Context, location string, d oci.Digest,
 			location, offset = next, offset+n
 			continue
 		}
-		if ctx.Err() != nil || !IsTemporary(err) || resumes >= maxResumes {
+		// A 416 says the session is elsewhere than we thought (a cut
+		// chunk the destination kept part of): ask where, as after a
+		// failure.
+		var se *StatusError
+		misplaced := errors.As(err, &se) && se.Status == http.StatusRequestedRangeNotSatisfiable
+		if ctx.Err() != nil || !(IsTemporary(err) || misplaced) || resumes >= maxResumes {
 			return err
 		}
 		resumes++
 		got, loc, serr := r.uploadOffset(ctx, c, location)
 		switch {
-		case errors.Is(serr, oci.ErrNotFound):
-			dst.logger.Info("upload session lost; starting over", "digest", d, "error", err)
+		case serr != nil && IsTemporary(serr):
+			return err
+		case serr != nil:
+			// The session is gone, or the destination cannot say how
+			// much of it it has: start over.
+			dst.logger.Info("upload session lost; starting over", "digest", d, "error", err, "status_error", serr)
 			if location, _, err = r.startUpload(ctx, d); err != nil {
 				return err
 			}
 			offset = 0
-		case serr != nil:
-			return err
 		default:
 			dst.logger.Info("upload interrupted; resuming", "digest", d, "at", got, "error", err)
 			location, offset = loc, got

@@ -72,6 +72,8 @@ type Handler struct {
 	gc      GCRunner
 	users   registry.PasswordChecker
 	cluster Cluster
+	repl    Replication
+	replMux *http.ServeMux
 	info    Info
 	logger  *slog.Logger
 }
@@ -118,6 +120,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		h.getInfo(w, r)
 	default:
+		if h.serveReplication(w, r) {
+			return
+		}
 		writeError(w, http.StatusNotFound, "no such endpoint")
 	}
 }

@@ -156,6 +156,7 @@ log_format: json
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			tt.want = withReplicationDefaults(tt.want)
 			got, err := resolveConfig(t, tt.env, tt.file, tt.args...)
 			if err != nil {
 				t.Fatalf("loadConfig: %v", err)
@@ -277,4 +278,16 @@ func TestClusterAddresses(t *testing.T) {
 	if cc.RaftAdvertise != "127.0.0.9:6001" || cc.HTTPAdvertise != "127.0.0.9:6000" || cc.GossipAdvertise != "127.0.0.9:6002" {
 		t.Errorf("advertised %q %q %q", cc.RaftAdvertise, cc.HTTPAdvertise, cc.GossipAdvertise)
 	}
+}
+
+// withReplicationDefaults fills the replication settings a test case does
+// not name with their defaults.
+func withReplicationDefaults(c Config) Config {
+	d := DefaultConfig()
+	if c.ReplicationWorkers == 0 {
+		c.ReplicationWorkers, c.ReplicationLease, c.ReconcileInterval = d.ReplicationWorkers, d.ReplicationLease, d.ReconcileInterval
+		c.ReplicationRetryMax, c.ReplicationHistory, c.ReplicationHistoryAge = d.ReplicationRetryMax, d.ReplicationHistory, d.ReplicationHistoryAge
+		c.TombstoneTTL = d.TombstoneTTL
+	}
+	return c
 }

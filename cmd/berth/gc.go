@@ -66,22 +66,51 @@ func clientFrom(c *cli.Context, name string) (apiClient, string, error) {
 	if c.NArg() > 0 {
 		return apiClient{}, "", fmt.Errorf("%s takes no arguments, got %q", name, c.Args().Slice())
 	}
+	return clientOf(c)
+}
+
+// clientOf returns the API client and the output format of a client
+// command. The server, user and password come from the flags (or their
+// BERTH_* variables), else from what `berth login` saved, else the
+// defaults; a password may also be read from a local node's data
+// directory.
+func clientOf(c *cli.Context) (apiClient, string, error) {
 	output := c.String("output")
 	if output != outputTable && output != outputJSON {
 		return apiClient{}, "", fmt.Errorf("output %q: want table or json", output)
 	}
-	password := c.String("password")
-	if password == "" {
+	userFlag, passwordFlag := "user", "password"
+	if c.IsSet("server-user") || c.IsSet("server-password") || c.String("server-user") != "" {
+		// endpoint add: --user and --password are the endpoint's.
+		userFlag, passwordFlag = "server-user", "server-password"
+	}
+	a := apiClient{server: c.String("server"), user: c.String(userFlag), password: c.String(passwordFlag)}
+	saved, err := loadLogin()
+	if err != nil {
+		return apiClient{}, "", err
+	}
+	if saved.Server != "" && (!c.IsSet("server") || sameServer(saved.Server, a.server)) {
+		if !c.IsSet("server") {
+			a.server = saved.Server
+		}
+		if !c.IsSet(userFlag) && saved.User != "" {
+			a.user = saved.User
+		}
+		if a.password == "" && a.user == saved.User {
+			a.password = saved.Password
+		}
+	}
+	if a.password == "" {
 		p, err := readPasswordFile(filepath.Join(c.String("data"), adminPasswordFile))
 		if errors.Is(err, fs.ErrNotExist) {
-			return apiClient{}, "", errors.New("no password: use --password or BERTH_PASSWORD, or --data with the node's data directory")
+			return apiClient{}, "", errors.New("no password: use --password or BERTH_PASSWORD, `berth login`, or --data with the node's data directory")
 		}
 		if err != nil {
 			return apiClient{}, "", err
 		}
-		password = p
+		a.password = p
 	}
-	return apiClient{server: c.String("server"), user: c.String("user"), password: password}, output, nil
+	return a, output, nil
 }
 
 // apiClient calls a node's management API with basic auth.
@@ -140,6 +169,9 @@ func (a apiClient) do(ctx context.Context, method, path string, body io.Reader, 
 			msg = e.Error
 		}
 		return fmt.Errorf("%s %s: %s: %s", method, u.Redacted(), resp.Status, msg)
+	}
+	if out == nil || len(b) == 0 {
+		return nil
 	}
 	if err := json.Unmarshal(b, out); err != nil {
 		return fmt.Errorf("%s %s: decode answer: %w", method, u.Redacted(), err)

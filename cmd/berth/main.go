@@ -34,6 +34,7 @@ func main() {
 // Main is the berth program, with its environment made explicit so that
 // tests can run it in-process.
 type Main struct {
+	Stdin  io.Reader // nil: os.Stdin
 	Stdout io.Writer
 	Stderr io.Writer
 
@@ -62,12 +63,15 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		// exit the process (tests run it in-process).
 		ExitErrHandler: func(*cli.Context, error) {},
 		OnUsageError:   usageError,
-		Commands: []*cli.Command{
+		Commands: append(append([]*cli.Command{
 			m.serveCommand(),
 			m.clusterCommand(),
 			m.gcCommand(),
-			m.versionCommand(),
-		},
+			m.endpointCommand(),
+			m.policyCommand(),
+			m.replicateCommand(),
+			m.promoteCommand(),
+		}, m.loginCommands()...), m.versionCommand()),
 	}
 	for _, c := range app.Commands {
 		c.OnUsageError = usageError

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"strings"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
@@ -81,7 +82,7 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 			sub.HideHelpCommand = true
 		}
 	}
-	return app.RunContext(ctx, args)
+	return app.RunContext(ctx, interspersed(app.Commands, args))
 }
 
 // usageError returns a bad flag or environment value as the error, without
@@ -108,4 +109,69 @@ func (m *Main) versionCommand() *cli.Command {
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// interspersed moves the flags of a subcommand's invocation before its
+// arguments, so that `berth endpoint add eu --url URL` works: urfave/cli
+// (v2) stops reading flags at the first argument. A flag that takes a
+// value takes the next word unless it has "=VALUE"; "--" ends the flags.
+func interspersed(cmds []*cli.Command, args []string) []string {
+	if len(args) < 2 {
+		return args
+	}
+	out := []string{args[0]}
+	rest := args[1:]
+	var cmd *cli.Command
+	// Walk the command path: berth endpoint add ...
+	for len(rest) > 0 {
+		var next *cli.Command
+		for _, c := range cmds {
+			if c.HasName(rest[0]) {
+				next = c
+			}
+		}
+		if next == nil {
+			break
+		}
+		cmd, cmds = next, next.Subcommands
+		out = append(out, rest[0])
+		rest = rest[1:]
+	}
+	if cmd == nil || len(cmd.Subcommands) > 0 || cmd.Name == "serve" {
+		return args
+	}
+	takesValue := map[string]bool{}
+	for _, f := range cmd.Flags {
+		_, isBool := f.(*cli.BoolFlag)
+		for _, n := range f.Names() {
+			takesValue[n] = !isBool
+		}
+	}
+	var flags, positional []string
+	for i := 0; i < len(rest); i++ {
+		a := rest[i]
+		if a == "--" {
+			positional = append(positional, rest[i+1:]...)
+			break
+		}
+		if !strings.HasPrefix(a, "-") || a == "-" {
+			positional = append(positional, a)
+			continue
+		}
+		flags = append(flags, a)
+		name := strings.TrimLeft(a, "-")
+		if strings.Contains(name, "=") {
+			continue
+		}
+		if takesValue[name] && i+1 < len(rest) {
+			flags = append(flags, rest[i+1])
+			i++
+		}
+	}
+	out = append(out, flags...)
+	if len(positional) > 0 {
+		out = append(out, "--")
+		out = append(out, positional...)
+	}
+	return out
 }

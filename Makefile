@@ -44,11 +44,13 @@ test-e2e: build ## conformance suite, real clients and kill -9 tests against bin
 
 DISTRIBUTION_VERSION := v3.1.2
 BENCH_ARGS ?=
-bench: build ## berth vs distribution side by side, then a 3-node cluster: push and failover (~10 min; BENCH_ARGS=-quick)
+bench: build ## berth vs distribution side by side, replication vs skopeo sync, then a 3-node cluster: push and failover (~10 min; BENCH_ARGS=-quick)
 	@if [ ! -x "$(GOBIN_DIR)/registry" ]; then \
 		echo "installing distribution $(DISTRIBUTION_VERSION) into $(GOBIN_DIR)"; \
 		GOFLAGS= $(GO) install github.com/distribution/distribution/v3/cmd/registry@$(DISTRIBUTION_VERSION); \
 	fi
+	@command -v skopeo >/dev/null 2>&1 || { echo "installing skopeo (Debian) for the replication comparison"; \
+		$$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get -o DPkg::Lock::Timeout=600 install -y skopeo; }
 	$(GO) run ./test/bench -berth $(CURDIR)/$(BIN) -distribution $(GOBIN_DIR)/registry $(BENCH_ARGS)
 
 # The scratch image of bin/berth (Dockerfile). The two empty directories are

@@ -37,15 +37,17 @@ import (
 )
 
 type options struct {
-	berthBin, distBin string
-	blobMB, blobs     int
-	workers           int
-	duration          time.Duration
-	tags, bucket      int
-	smallWorkers      int
-	keep              bool
-	only              string
-	dataDir           string
+	repl                               bool
+	replImages, replSmall, replLatency int
+	berthBin, distBin                  string
+	blobMB, blobs                      int
+	workers                            int
+	duration                           time.Duration
+	tags, bucket                       int
+	smallWorkers                       int
+	keep                               bool
+	only                               string
+	dataDir                            string
 
 	cluster          bool
 	clusterNodes     int
@@ -83,7 +85,7 @@ func main() {
 	flag.IntVar(&o.smallWorkers, "small-workers", 8, "parallel small-image pushes")
 	flag.BoolVar(&o.keep, "keep", false, "keep the data directories")
 	flag.StringVar(&o.dataDir, "data-dir", "", "where the registries' data directories go (default: $TMPDIR); a tmpfs such as /dev/shm takes the disk out of the measurement")
-	flag.StringVar(&o.only, "only", "", "measure only this: berth, distribution (the side-by-side table) or cluster (the cluster tables)")
+	flag.StringVar(&o.only, "only", "", "measure only this: berth, distribution (the side-by-side table), replication, or cluster (the cluster tables)")
 	flag.BoolVar(&o.cluster, "cluster", true, "also measure a berth cluster: push throughput against its leader and a follower, and failover")
 	flag.IntVar(&o.clusterNodes, "cluster-nodes", 3, "nodes of the cluster")
 	flag.IntVar(&o.clusterTags, "cluster-tags", 2000, "small images pushed in the cluster push comparison")
@@ -91,6 +93,10 @@ func main() {
 	flag.BoolVar(&o.clusterPush, "cluster-push", true, "measure cluster push throughput (-cluster-push=false: failover only)")
 	flag.IntVar(&o.kills, "kills", 20, "SIGKILLs of the cluster's leader (0: none)")
 	flag.IntVar(&o.handovers, "handovers", 10, "SIGTERMs of the cluster's leader (0: none)")
+	flag.BoolVar(&o.repl, "replication", true, "also measure replication between two berths against skopeo sync, and event latency")
+	flag.IntVar(&o.replImages, "repl-images", 20, "images of 3 layers (1–8 MiB each) in the replication set")
+	flag.IntVar(&o.replSmall, "repl-small", 200, "tiny images in the replication set")
+	flag.IntVar(&o.replLatency, "repl-latency", 100, "pushes timed from a to b through an event policy")
 	quick := flag.Bool("quick", false, "a short run (1,000 tags, 4 blobs, 2 s rate tests; cluster: 500 tags in 2 rounds, 5 kills, 3 handovers)")
 	flag.Parse()
 	if *quick {
@@ -98,6 +104,9 @@ func main() {
 		set := map[string]bool{}
 		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
 		quickDefault(set, "tags", &o.tags, 1000)
+		quickDefault(set, "repl-images", &o.replImages, 6)
+		quickDefault(set, "repl-small", &o.replSmall, 50)
+		quickDefault(set, "repl-latency", &o.replLatency, 30)
 		quickDefault(set, "bucket", &o.bucket, 250)
 		quickDefault(set, "blobs", &o.blobs, 4)
 		quickDefault(set, "duration", &o.duration, 2*time.Second)
@@ -107,9 +116,9 @@ func main() {
 		quickDefault(set, "handovers", &o.handovers, 3)
 	}
 	switch o.only {
-	case "", "berth", "distribution", "cluster":
+	case "", "berth", "distribution", "cluster", "replication":
 	default:
-		fmt.Fprintf(os.Stderr, "bench: -only %q: want berth, distribution or cluster\n", o.only)
+		fmt.Fprintf(os.Stderr, "bench: -only %q: want berth, distribution, replication or cluster\n", o.only)
 		os.Exit(2)
 	}
 	if o.clusterNodes < 2 {
@@ -148,7 +157,7 @@ func run(ctx context.Context, o options) error {
 			return fmt.Errorf("build berth: %w", err)
 		}
 	}
-	sideBySide := o.only != "cluster"
+	sideBySide := o.only != "cluster" && o.only != "replication"
 	withCluster := o.cluster && (o.only == "" || o.only == "cluster")
 	if o.distBin == "" && (o.only == "" || o.only == "distribution") {
 		if o.distBin, err = findDistribution(); err != nil {
@@ -168,6 +177,13 @@ func run(ctx context.Context, o options) error {
 		if err := runSideBySide(ctx, o, dir); err != nil {
 			return err
 		}
+	}
+	if o.repl && (o.only == "" || o.only == "replication") {
+		r, err := measureReplication(ctx, o, dir)
+		if err != nil {
+			return fmt.Errorf("replication: %w", err)
+		}
+		printReplication(os.Stdout, r)
 	}
 	if withCluster {
 		r, err := measureCluster(ctx, o, dir)

@@ -53,6 +53,10 @@ func startBerth(ctx context.Context, bin, dir string) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
+	gossipPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
 	s := &server{
 		name: "berth", url: fmt.Sprintf("http://127.0.0.1:%d", httpPort),
 		user: "admin", password: "bench-" + strconv.Itoa(httpPort),
@@ -60,6 +64,7 @@ func startBerth(ctx context.Context, bin, dir string) (*server, error) {
 		args: []string{"serve",
 			"--addr", fmt.Sprintf("127.0.0.1:%d", httpPort),
 			"--raft-addr", fmt.Sprintf("127.0.0.1:%d", raftPort),
+			"--gossip-addr", fmt.Sprintf("127.0.0.1:%d", gossipPort),
 			"--data", filepath.Join(dir, "data"),
 			"--gc-interval", "0s",
 			"--log-format", "json", "--log-level", "warn"},

@@ -74,8 +74,10 @@ cluster-down: ## stop the compose cluster; its volumes stay (ARGS=-v removes the
 
 # Kills, freezes and partitions a minority of a cluster of $(IMAGE)
 # containers under load, then checks that nothing acknowledged was lost
-# (test/chaos). CHAOS_NODES (3), CHAOS_DURATION (3m of faults) and
-# CHAOS_SEED (replays a schedule) tune it; bin/chaos/ keeps the report and
+# (test/chaos); then TestRegions: a replication chain of three regions and a
+# dual-master pair, partitioned and killed, checked for convergence.
+# CHAOS_NODES (3), CHAOS_DURATION (3m of faults), CHAOS_REGIONS_DURATION (2m)
+# and CHAOS_SEED (replays a schedule) tune it; bin/chaos/ keeps the report and
 # the container logs. Not part of `make test`.
 CHAOS_FLAGS ?= -timeout 20m
 chaos: image ## kill, pause and partition a Docker cluster under load; check nothing acknowledged is lost

@@ -33,7 +33,7 @@ func ParseCron(spec string) (cron.Schedule, error) {
 }
 
 // leaderLoop runs, while this node leads, the periodic reconciliation of
-// every enabled rule, the cron schedules, and the pruning of history.
+// every enabled event or cron rule, the cron schedules, and the pruning of history.
 func (e *Engine) leaderLoop(ctx context.Context) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -86,6 +86,11 @@ func (e *Engine) leaderLoop(ctx context.Context) {
 					lastReconcile[r.Name] = now
 					continue
 				}
+			}
+			// A manual policy copies only when someone runs it (a run is
+			// a reconciliation); the others are reconciled periodically.
+			if r.Trigger == policy.TriggerManual {
+				continue
 			}
 			if now.Sub(lastReconcile[r.Name]) >= e.cfg.ReconcileInterval || e.takeCameBack(r.Endpoint) {
 				lastReconcile[r.Name] = now

@@ -43,6 +43,10 @@ type fsm struct {
 	// blobs that the batch's manifests reference (for blob repair). It runs
 	// on raft's FSM goroutine and must not block.
 	onApplied func(blobs []oci.Digest)
+
+	// snaps are the snapshots not yet persisted or released.
+	snapMu sync.Mutex
+	snaps  map[*snapshot]struct{}
 }
 
 // appliedCh returns a channel that is closed once applied next moves.
@@ -140,6 +144,7 @@ func (f *fsm) close() error {
 	if f.db == nil {
 		return nil
 	}
+	f.abandonSnapshots()
 	var err error
 	if f.noSync {
 		err = f.db.Sync()
@@ -260,7 +265,14 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	}
 	f.applyBytes.Store(0)
 	f.lastSnapshot.Store(time.Now().UnixNano())
-	return &snapshot{tx: tx}, nil
+	snap := &snapshot{tx: tx, f: f}
+	f.snapMu.Lock()
+	if f.snaps == nil {
+		f.snaps = map[*snapshot]struct{}{}
+	}
+	f.snaps[snap] = struct{}{}
+	f.snapMu.Unlock()
+	return snap, nil
 }
 
 // Restore replaces the state file with a snapshot's copy: it writes the
@@ -286,6 +298,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.abandonSnapshots()
 	if f.db != nil {
 		if err := f.db.Close(); err != nil {
 			return fmt.Errorf("restore state: close current: %w", err)

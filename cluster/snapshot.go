@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -14,15 +15,34 @@ import (
 
 // snapshot is a read transaction on the state file. Persist streams the
 // file as that transaction sees it, so applies may continue meanwhile.
+//
+// An open snapshot keeps bbolt from closing the file, and Raft may hold one
+// while it waits for its main loop (takeSnapshot asks it for the
+// configuration) — the loop that, on a follower installing a snapshot from
+// the leader, waits for Restore, which must close the file. So Restore (and
+// close) abandon the open snapshots first: their Persist then fails, and
+// Raft takes another one later.
 type snapshot struct {
-	once sync.Once
+	mu   sync.Mutex
+	done bool
 	tx   *bbolt.Tx
+	f    *fsm
 }
 
 var _ raft.FSMSnapshot = (*snapshot)(nil)
 
+// errSnapshotAbandoned: the state was replaced (or closed) before the
+// snapshot was persisted.
+var errSnapshotAbandoned = errors.New("snapshot abandoned: the state was restored or closed meanwhile")
+
 func (s *snapshot) Persist(sink raft.SnapshotSink) error {
-	defer s.Release()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.done {
+		sink.Cancel()
+		return errSnapshotAbandoned
+	}
+	defer s.releaseLocked()
 	if _, err := s.tx.WriteTo(sink); err != nil {
 		sink.Cancel()
 		return fmt.Errorf("persist snapshot: %w", err)
@@ -33,9 +53,37 @@ func (s *snapshot) Persist(sink raft.SnapshotSink) error {
 	return nil
 }
 
-// Release ends the read transaction; it is safe to call more than once.
+// Release ends the read transaction; it is safe to call more than once. A
+// Persist in progress finishes first.
 func (s *snapshot) Release() {
-	s.once.Do(func() { _ = s.tx.Rollback() })
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.releaseLocked()
+}
+
+func (s *snapshot) releaseLocked() {
+	if s.done {
+		return
+	}
+	s.done = true
+	_ = s.tx.Rollback()
+	s.f.snapMu.Lock()
+	delete(s.f.snaps, s)
+	s.f.snapMu.Unlock()
+}
+
+// abandonSnapshots releases every snapshot not yet persisted (see
+// snapshot).
+func (f *fsm) abandonSnapshots() {
+	f.snapMu.Lock()
+	open := make([]*snapshot, 0, len(f.snaps))
+	for s := range f.snaps {
+		open = append(open, s)
+	}
+	f.snapMu.Unlock()
+	for _, s := range open {
+		s.Release()
+	}
 }
 
 // writeFileSync writes r to a new file at path and fsyncs it.

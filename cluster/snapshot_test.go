@@ -2,9 +2,11 @@ package cluster
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/berth-registry/berth/oci"
 	"github.com/berth-registry/berth/policy"
@@ -164,3 +166,38 @@ func TestRestoreRejectsGarbage(t *testing.T) {
 }
 
 func nopCloser(b []byte) io.ReadCloser { return io.NopCloser(bytes.NewReader(b)) }
+
+// TestRestoreAbandonsOpenSnapshot: a snapshot that Raft took but has not
+// persisted (it waits for Raft's main loop, which waits for this Restore)
+// must not keep Restore from closing the state file; its Persist then
+// fails and Raft takes another.
+func TestRestoreAbandonsOpenSnapshot(t *testing.T) {
+	src := newHarness(t)
+	populate(src)
+	data := snapshotBytes(t, src.f)
+
+	dst := newHarness(t)
+	dst.mustApply(command{Op: opLinkBlob, Repo: "stale", Digest: blobDigest(5), Size: 1})
+	open, err := dst.f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- dst.f.Restore(io.NopCloser(bytes.NewReader(data))) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Restore blocked behind an open snapshot")
+	}
+	if dst.hash() != src.hash() {
+		t.Fatal("restored state hash differs")
+	}
+	sink := &memSink{}
+	if err := open.Persist(sink); !errors.Is(err, errSnapshotAbandoned) {
+		t.Fatalf("Persist of the abandoned snapshot: %v", err)
+	}
+	open.Release()
+}

@@ -15,12 +15,6 @@ import (
 // maxUserName bounds a user name in the state machine.
 const maxUserName = 256
 
-// user is a stored account.
-type user struct {
-	Hash  []byte `json:"hash"` // bcrypt
-	Admin bool   `json:"admin,omitempty"`
-}
-
 // writer applies one command inside a write transaction. Every operation
 // first reads and validates, and returns a rejection (an error that is not
 // a *storageError) before its first write; from then on a bbolt error is
@@ -60,7 +54,37 @@ func applyCommand(tx *bbolt.Tx, data []byte, blobs *[]oci.Digest) error {
 	case opUnlinkBlobs:
 		err = w.unlinkBlobs(c.Digests, c.Time)
 	case opPutUser:
-		err = w.putUser(c.Name, c.Hash, c.Admin)
+		err = w.putUser(c)
+	case opPutProject:
+		err = w.putProject(c)
+	case opDeleteProject:
+		err = w.deleteProject(c)
+	case opPutMember:
+		err = w.putMember(c)
+	case opDeleteMember:
+		err = w.deleteMember(c)
+	case opCreateUser:
+		err = w.createUser(c)
+	case opUpdateUser:
+		err = w.updateUser(c)
+	case opSetPassword:
+		err = w.setPassword(c)
+	case opSetAdmin:
+		err = w.setAdmin(c)
+	case opDeleteUser:
+		err = w.deleteUser(c)
+	case opPutRobot:
+		err = w.putRobot(c)
+	case opDeleteRobot:
+		err = w.deleteRobot(c)
+	case opPutTokenKey:
+		err = w.putTokenKey(c)
+	case opAppendAudit:
+		err = w.appendAudit(c)
+	case opPruneAudit:
+		err = w.pruneAudit(c)
+	case opPutRetentionRun:
+		err = w.putRetentionRun(c)
 	case opPutEndpoint:
 		err = w.putEndpoint(c.Endpoint)
 	case opDeleteEndpoint:
@@ -270,14 +294,24 @@ func (w *writer) putManifest(c command) error {
 			return err
 		}
 	}
+	quota, err := w.checkPush(*r, c.Tag, found)
+	if err != nil {
+		return err
+	}
 
 	if found {
-		w.unindex(old)
+		if err := w.unindex(old); err != nil {
+			return err
+		}
 	} else {
 		w.add(bucketRepos, []byte(r.Repo), +1)
 	}
 	if err := w.index(*r); err != nil {
 		return err
+	}
+	if c.Audit != nil && (!found || tw.changed) {
+		w.audit(c)
+		w.warnQuota(quota, *c.Audit)
 	}
 	k := key(r.Repo, string(r.Digest))
 	w.put(bucketManifests, k, rec)
@@ -290,8 +324,12 @@ func (w *writer) putManifest(c command) error {
 	return w.putEvents(*r, c.Tag, tw, !found)
 }
 
-// index adds the blob references, children and referrer entry of r.
+// index adds the blob references, children and referrer entry of r, and
+// r to its project's usage.
 func (w *writer) index(r oci.Record) error {
+	if err := w.account(r, +1); err != nil {
+		return err
+	}
 	for _, b := range uniq(r.Blobs) {
 		w.add(bucketBlobRefs, []byte(b), +1)
 		w.add(bucketRepoBlobRefs, key(r.Repo, string(b)), +1)
@@ -310,7 +348,10 @@ func (w *writer) index(r oci.Record) error {
 }
 
 // unindex removes what index(r) added.
-func (w *writer) unindex(r oci.Record) {
+func (w *writer) unindex(r oci.Record) error {
+	if err := w.account(r, -1); err != nil {
+		return err
+	}
 	for _, b := range uniq(r.Blobs) {
 		w.add(bucketBlobRefs, []byte(b), -1)
 		w.add(bucketRepoBlobRefs, key(r.Repo, string(b)), -1)
@@ -321,6 +362,7 @@ func (w *writer) unindex(r oci.Record) {
 	if r.Subject != "" {
 		w.del(bucketReferrers, key(r.Repo, string(r.Subject), string(r.Digest)))
 	}
+	return nil
 }
 
 // setTag points repo:tag at d, moving it off the digest it pointed to.
@@ -356,9 +398,15 @@ func (w *writer) deleteManifest(c command) error {
 		index := string(k[len(p):])
 		return fmt.Errorf("manifest is referenced by index %s in %s; delete the index first: %w", index, repo, oci.ErrDenied)
 	}
-	var deleted []policy.Tombstone
+	var tags []string
 	for _, tk := range w.keysWithPrefix(bucketTagsByDigest, p) {
-		tag := string(tk[len(p):])
+		tags = append(tags, string(tk[len(p):]))
+	}
+	if err := w.checkImmutableDelete(repo, tags); err != nil {
+		return err
+	}
+	var deleted []policy.Tombstone
+	for _, tag := range tags {
 		cur, err := w.tagVersion(repo, tag)
 		if err != nil {
 			return err
@@ -366,10 +414,14 @@ func (w *writer) deleteManifest(c command) error {
 		deleted = append(deleted, policy.Tombstone{Repo: repo, Tag: tag, Digest: d, Version: localVersion(cur, c), Time: c.Time})
 	}
 
-	w.unindex(r)
+	if err := w.unindex(r); err != nil {
+		return err
+	}
 	k := key(repo, string(d))
 	w.del(bucketManifests, k)
 	w.del(bucketPayloads, k)
+	w.del(bucketPulls, k)
+	w.audit(c)
 	for _, ts := range deleted {
 		w.dropTag(ts)
 	}
@@ -403,6 +455,9 @@ func (w *writer) deleteTag(c command) error {
 	if c.IfDigest != "" && d != c.IfDigest {
 		return fmt.Errorf("tag %s in %s points to %s, not %s: %w", tag, repo, d, c.IfDigest, oci.ErrPreconditionFailed)
 	}
+	if err := w.checkImmutableDelete(repo, []string{tag}); err != nil {
+		return err
+	}
 	cur, err := w.tagVersion(repo, tag)
 	if err != nil {
 		return err
@@ -416,6 +471,7 @@ func (w *writer) deleteTag(c command) error {
 	}
 	ts := policy.Tombstone{Repo: repo, Tag: tag, Digest: d, Version: v, Time: c.Time}
 	w.dropTag(ts)
+	w.audit(c)
 	return w.deleteEvents([]policy.Tombstone{ts})
 }
 
@@ -429,9 +485,13 @@ func (w *writer) linkBlob(repo string, d oci.Digest, size, at int64) error {
 	if size < 0 {
 		return badf("negative blob size %d", size)
 	}
+	if _, _, err := w.repoProject(repo); err != nil {
+		return err
+	}
 	v := make([]byte, 16)
 	binary.BigEndian.PutUint64(v[:8], uint64(size))
 	binary.BigEndian.PutUint64(v[8:], uint64(at))
+	w.put(bucketBlobSizes, []byte(d), encodeUint(uint64(size)))
 	w.put(bucketLinks, key(repo, string(d)), v)
 	w.put(bucketLinksByBlob, key(string(d), repo), []byte{})
 	return nil
@@ -456,6 +516,7 @@ func (w *writer) unlinkBlob(repo string, d oci.Digest) error {
 	}
 	w.del(bucketLinks, k)
 	w.del(bucketLinksByBlob, key(string(d), repo))
+	w.forgetSize(d)
 	return nil
 }
 
@@ -483,8 +544,22 @@ func (w *writer) unlinkBlobs(ds []oci.Digest, before int64) error {
 			w.del(bucketLinks, k)
 			w.del(bucketLinksByBlob, lk)
 		}
+		w.forgetSize(d)
 	}
 	return nil
+}
+
+// forgetSize drops the recorded size of d once no repository links it and
+// no manifest references it.
+func (w *writer) forgetSize(d oci.Digest) {
+	if w.get(bucketBlobRefs, []byte(d)) != nil {
+		return
+	}
+	p := prefix(string(d))
+	if k, _ := w.tx.Bucket(bucketLinksByBlob).Cursor().Seek(p); k != nil && bytes.HasPrefix(k, p) {
+		return
+	}
+	w.del(bucketBlobSizes, []byte(d))
 }
 
 // linkTime reads the time of a link value (size, time).
@@ -493,19 +568,4 @@ func linkTime(v []byte) int64 {
 		return 0
 	}
 	return int64(binary.BigEndian.Uint64(v[8:]))
-}
-
-func (w *writer) putUser(name string, hash []byte, admin bool) error {
-	if name == "" || len(name) > maxUserName {
-		return badf("user name must be 1 to %d bytes", maxUserName)
-	}
-	if len(hash) == 0 {
-		return badf("user %s without a password hash", name)
-	}
-	v, err := json.Marshal(user{Hash: hash, Admin: admin})
-	if err != nil {
-		return badf("encode user: %v", err)
-	}
-	w.put(bucketUsers, []byte(name), v)
-	return nil
 }

@@ -31,6 +31,23 @@ const (
 	opStopExecution   = "stop_execution"
 	opPruneHistory    = "prune_history"
 	opPurgeTombstones = "purge_tombstones"
+
+	// Access (see access.go).
+	opPutProject      = "put_project"
+	opDeleteProject   = "delete_project"
+	opPutMember       = "put_member"
+	opDeleteMember    = "delete_member"
+	opCreateUser      = "create_user"
+	opUpdateUser      = "update_user"
+	opSetPassword     = "set_password"
+	opSetAdmin        = "set_admin"
+	opDeleteUser      = "delete_user"
+	opPutRobot        = "put_robot"
+	opDeleteRobot     = "delete_robot"
+	opPutTokenKey     = "put_token_key"
+	opAppendAudit     = "append_audit"
+	opPruneAudit      = "prune_audit"
+	opPutRetentionRun = "put_retention_run"
 )
 
 // command is the envelope of every entry in the Raft log: a JSON object
@@ -100,9 +117,28 @@ type command struct {
 	// update_tasks
 	Updates []policy.TaskUpdate `json:"updates,omitempty"`
 
-	// prune_history: how many final executions to keep at most (0: no
-	// bound).
+	// prune_history, prune_audit: how many final executions or audit
+	// events to keep at most (0: no bound).
 	Keep int `json:"keep,omitempty"`
+
+	// Access. Create: the object must not exist yet (put_project,
+	// put_member, put_robot), or, for put_token_key, add the key only if
+	// there is none. Fields names what update of a project changes
+	// (projectFields).
+	Project  *policy.Project      `json:"project,omitempty"`
+	Fields   []string             `json:"fields,omitempty"`
+	Member   *policy.Member       `json:"member,omitempty"`
+	User     *policy.User         `json:"user,omitempty"`
+	Robot    *policy.Robot        `json:"robot,omitempty"`
+	TokenKey *TokenKey            `json:"token_key,omitempty"`
+	Run      *policy.RetentionRun `json:"run,omitempty"`
+	Create   bool                 `json:"create,omitempty"`
+	// Audit is the audit event of the change this command makes, written
+	// with it; Events are events of their own (append_audit); Pulls count
+	// pulls (append_audit).
+	Audit  *policy.AuditEvent  `json:"audit,omitempty"`
+	Events []policy.AuditEvent `json:"events,omitempty"`
+	Pulls  []PullCount         `json:"pulls,omitempty"`
 }
 
 func encodeCommand(c command) ([]byte, error) {

@@ -91,6 +91,14 @@ type Config struct {
 	LeaderLeaseTimeout time.Duration
 	CommitTimeout      time.Duration
 
+	// AuditFlushInterval is how often counted audit events (pulls, failed
+	// logins) are written, in one command.
+	AuditFlushInterval time.Duration
+	// AuditRetention is how long audit events are kept; AuditMaxEvents
+	// bounds how many (the oldest go first).
+	AuditRetention time.Duration
+	AuditMaxEvents int
+
 	// RaftLogLevel is the lowest level of hashicorp/raft's own log lines
 	// that reach the slog logger (component=raft).
 	RaftLogLevel slog.Level
@@ -138,6 +146,9 @@ func DefaultConfig() Config {
 		LeaderLeaseTimeout: 250 * time.Millisecond,
 		CommitTimeout:      5 * time.Millisecond,
 		RaftLogLevel:       slog.LevelWarn,
+		AuditFlushInterval: time.Second,
+		AuditRetention:     90 * 24 * time.Hour,
+		AuditMaxEvents:     100000,
 	}
 }
 
@@ -160,6 +171,9 @@ func (c Config) withDefaults() Config {
 	c.ElectionTimeout = cmp.Or(c.ElectionTimeout, d.ElectionTimeout)
 	c.LeaderLeaseTimeout = cmp.Or(c.LeaderLeaseTimeout, d.LeaderLeaseTimeout)
 	c.CommitTimeout = cmp.Or(c.CommitTimeout, d.CommitTimeout)
+	c.AuditFlushInterval = cmp.Or(c.AuditFlushInterval, d.AuditFlushInterval)
+	c.AuditRetention = cmp.Or(c.AuditRetention, d.AuditRetention)
+	c.AuditMaxEvents = cmp.Or(c.AuditMaxEvents, d.AuditMaxEvents)
 	return c
 }
 
@@ -188,6 +202,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: max voters must be at least 1", ErrConfig)
 	case c.DeadPeerTimeout <= 0:
 		return fmt.Errorf("%w: dead peer timeout must be positive", ErrConfig)
+	case c.AuditFlushInterval <= 0 || c.AuditRetention <= 0 || c.AuditMaxEvents <= 0:
+		return fmt.Errorf("%w: audit flush interval, retention and max events must be positive", ErrConfig)
 	}
 	if c.Transport == nil {
 		if _, _, err := net.SplitHostPort(c.RaftAddr); err != nil {

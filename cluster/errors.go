@@ -51,6 +51,10 @@ const (
 	codeNotLeader   = "not_leader"
 	codeUnavailable = "unavailable"
 	codeUnsafe      = "unsafe"
+	codeExists      = "exists"
+	codeQuota       = "quota_exceeded"
+	codeImmutable   = "immutable"
+	codeNoProject   = "no_project"
 	codeInternal    = "internal"
 )
 
@@ -61,10 +65,18 @@ func wireCode(err error) string {
 		return codeNotLeader
 	case errors.Is(err, oci.ErrUnavailable):
 		return codeUnavailable
+	case errors.Is(err, policy.ErrNoProject):
+		return codeNoProject
 	case errors.Is(err, oci.ErrNotFound):
 		return codeNotFound
+	case errors.Is(err, policy.ErrQuotaExceeded):
+		return codeQuota
+	case errors.Is(err, policy.ErrImmutable):
+		return codeImmutable
 	case errors.Is(err, oci.ErrDenied):
 		return codeDenied
+	case errors.Is(err, policy.ErrExists):
+		return codeExists
 	case errors.Is(err, oci.ErrManifestBlobUnknown):
 		return codeBlobUnknown
 	case errors.Is(err, ErrBadCommand):
@@ -116,6 +128,14 @@ func fromWire(code, msg string) error {
 		s = oci.ErrUnavailable
 	case codeUnsafe:
 		s = ErrUnsafe
+	case codeExists:
+		s = policy.ErrExists
+	case codeQuota:
+		s = policy.ErrQuotaExceeded
+	case codeImmutable:
+		s = policy.ErrImmutable
+	case codeNoProject:
+		s = policy.ErrNoProject
 	}
 	return &remoteError{msg: msg, sentinel: s}
 }

@@ -39,6 +39,24 @@ var (
 	bucketExecTasks    = []byte("exec_tasks")    // exec id · task id (16 bytes) → ""
 	bucketTaskLatest   = []byte("task_latest")   // rule·repo·ref → id of the newest task
 
+	// Access (see access.go): projects, members, accounts, token keys,
+	// the audit log and pull counts.
+	bucketProjects      = []byte("projects")        // name → policy.Project (JSON)
+	bucketProjectIDs    = []byte("project_ids")     // id → name
+	bucketProjectUsage  = []byte("project_usage")   // name → policy.Usage (JSON)
+	bucketProjectBlobs  = []byte("project_blobs")   // project·digest → manifests of the project referencing it (uint64)
+	bucketBlobSizes     = []byte("blob_sizes")      // digest → size (uint64), set by link_blob
+	bucketMembers       = []byte("members")         // project·user → role
+	bucketMembersByUser = []byte("members_by_user") // user·project → ""
+	bucketUserIDs       = []byte("user_ids")        // id → name
+	bucketRobots        = []byte("robots")          // name → robot (JSON)
+	bucketRobotIDs      = []byte("robot_ids")       // id → name
+	bucketTokenKeys     = []byte("token_keys")      // kid → token key (JSON)
+	bucketAudit         = []byte("audit")           // id → policy.AuditEvent (JSON)
+	bucketAuditProject  = []byte("audit_project")   // project·id → ""
+	bucketPulls         = []byte("pulls")           // repo·digest → pull count and last time (2×uint64)
+	bucketRetention     = []byte("retention_runs")  // project·id → retention run (JSON)
+
 	allBuckets = [][]byte{
 		bucketMeta, bucketRepos, bucketManifests, bucketPayloads, bucketTags,
 		bucketTagsByDigest, bucketReferrers, bucketChildren, bucketBlobRefs,
@@ -47,12 +65,21 @@ var (
 		bucketExecutions, bucketExecRunning, bucketRuleExecs, bucketExecTokens,
 		bucketTasks, bucketTasksActive, bucketTasksRunning, bucketExecTasks,
 		bucketTaskLatest,
+		bucketProjects, bucketProjectIDs, bucketProjectUsage, bucketProjectBlobs,
+		bucketBlobSizes, bucketMembers, bucketMembersByUser, bucketUserIDs,
+		bucketRobots, bucketRobotIDs, bucketTokenKeys, bucketAudit,
+		bucketAuditProject, bucketPulls, bucketRetention,
 	}
 
 	metaAppliedIndex = []byte("applied_index")
 	metaAppliedTerm  = []byte("applied_term")
 	metaExecSeq      = []byte("exec_seq") // last execution id
 	metaTaskSeq      = []byte("task_seq") // last task id
+	metaProjectSeq   = []byte("project_seq")
+	metaUserSeq      = []byte("user_seq")
+	metaRobotSeq     = []byte("robot_seq")
+	metaAuditSeq     = []byte("audit_seq")
+	metaTokenKey     = []byte("token_key") // kid of the current token signing key
 )
 
 const sep = "\x00"

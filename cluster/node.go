@@ -51,6 +51,8 @@ type Node struct {
 	fetchClient *http.Client // blob reads from peers: a short wait for the header
 	readIndex   readIndexer
 	repair      *blobRepair // nil until AttachBlobs
+	audits      *auditBatch
+	tokens      *tokenSealer
 
 	observer *raft.Observer
 	obsCh    chan raft.Observation
@@ -132,6 +134,10 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Node, err
 		return nil, fmt.Errorf("derive cluster keys: %w", err)
 	}
 	n.clusterID = clusterID(cfg.Secret)
+	n.audits = newAuditBatch()
+	if n.tokens, err = newTokenSealer(cfg.Secret); err != nil {
+		return nil, fmt.Errorf("derive token key: %w", err)
+	}
 
 	raftDir := filepath.Join(cfg.DataDir, raftDirName)
 	if err := os.MkdirAll(raftDir, 0o700); err != nil {
@@ -224,6 +230,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Node, err
 		f.lastSnapshot.Store(time.Now().UnixNano())
 		n.bg.Go(func() { n.runSnapshots(n.bgCtx) })
 	}
+	n.bg.Go(func() { n.runAudit(n.bgCtx) })
 	ok = true
 	return n, nil
 }

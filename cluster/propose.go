@@ -81,7 +81,8 @@ func (n *Node) propose(ctx context.Context, c command) error {
 // found" when it is repeated.
 func isDelete(op string) bool {
 	switch op {
-	case opDeleteManifest, opDeleteTag, opUnlinkBlob, opDeleteEndpoint, opDeleteRule:
+	case opDeleteManifest, opDeleteTag, opUnlinkBlob, opDeleteEndpoint, opDeleteRule,
+		opDeleteProject, opDeleteMember, opDeleteUser, opDeleteRobot:
 		return true
 	}
 	return false

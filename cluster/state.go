@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/berth-registry/berth/oci"
+	"github.com/berth-registry/berth/policy"
 )
 
 // caughtUpNow is called by a read that found nothing: it catches up with
@@ -120,7 +121,20 @@ func (n *Node) ReferencedBlobs(ctx context.Context) (map[oci.Digest]struct{}, er
 // with oci.ErrSuperseded, except when the tag already holds that digest at
 // that version (nothing changes). Putting a tag removes its tombstone.
 func (n *Node) PutManifest(ctx context.Context, rec oci.Record, payload []byte, tag string, v oci.TagVersion) error {
-	return n.propose(ctx, n.versioned(command{Op: opPutManifest, Record: &rec, Payload: payload, Tag: tag, Version: v}))
+	target := rec.Repo + "@" + string(rec.Digest)
+	if tag != "" {
+		target = rec.Repo + ":" + tag
+	}
+	project, _ := policy.ProjectOf(rec.Repo)
+	ev := event(ctx, policy.AuditPush, policy.AuditArtifact, target, project, string(rec.Digest))
+	err := n.propose(ctx, n.versioned(command{Op: opPutManifest, Record: &rec, Payload: payload, Tag: tag, Version: v, Audit: ev}))
+	if errors.Is(err, policy.ErrQuotaExceeded) {
+		// The refused command wrote nothing: the refusal is an event of
+		// its own.
+		ev.Op, ev.Resource, ev.Target, ev.Detail = policy.AuditQuota, policy.AuditQuotaRes, project, "refused "+target+": "+err.Error()
+		n.RecordEvent(*ev)
+	}
+	return err
 }
 
 // versioned stamps a write of tags with this cluster's origin and the time.
@@ -133,7 +147,9 @@ func (n *Node) versioned(c command) command {
 // tombstone of each. It fails with oci.ErrNotFound when absent and
 // oci.ErrDenied while an index in repo lists it.
 func (n *Node) DeleteManifest(ctx context.Context, repo string, dgst oci.Digest) error {
-	return n.propose(ctx, n.versioned(command{Op: opDeleteManifest, Repo: repo, Digest: dgst}))
+	project, _ := policy.ProjectOf(repo)
+	return n.propose(ctx, n.versioned(command{Op: opDeleteManifest, Repo: repo, Digest: dgst,
+		Audit: event(ctx, policy.AuditDelete, policy.AuditArtifact, repo+"@"+string(dgst), project, "")}))
 }
 
 // DeleteTag removes repo:tag and leaves its tombstone; the manifest stays.
@@ -143,7 +159,9 @@ func (n *Node) DeleteManifest(ctx context.Context, repo string, dgst oci.Digest)
 // (otherwise oci.ErrSuperseded) and becomes the tombstone's; a local
 // delete gets the next version.
 func (n *Node) DeleteTag(ctx context.Context, repo, tag string, v oci.TagVersion, ifDigest oci.Digest) error {
-	return n.propose(ctx, n.versioned(command{Op: opDeleteTag, Repo: repo, Tag: tag, Version: v, IfDigest: ifDigest}))
+	project, _ := policy.ProjectOf(repo)
+	return n.propose(ctx, n.versioned(command{Op: opDeleteTag, Repo: repo, Tag: tag, Version: v, IfDigest: ifDigest,
+		Audit: event(ctx, policy.AuditDelete, policy.AuditTag, repo+":"+tag, project, "")}))
 }
 
 // LinkBlob records that the durable blob dgst belongs to repo.

@@ -1,0 +1,209 @@
+package cluster
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/berth-registry/berth/oci"
+	"github.com/berth-registry/berth/policy"
+	"go.etcd.io/bbolt"
+)
+
+// The audit batcher: pulls and failed logins happen far too often for a
+// Raft write each. They are counted in memory, per actor, address and
+// target, and written every AuditFlushInterval as one append_audit
+// command (with the pull counts retention needs). What a crash loses is
+// at most one interval of counts; changes are never batched (their event
+// travels in their own command).
+
+// maxPendingAudit bounds the distinct entries waiting for a flush; more
+// are dropped (and counted) until the next flush.
+const maxPendingAudit = 10000
+
+type auditKey struct {
+	actor, addr, op, resource, target, project string
+}
+
+type auditBatch struct {
+	mu      sync.Mutex
+	events  map[auditKey]*policy.AuditEvent
+	order   []auditKey
+	pulls   map[[2]string]*PullCount
+	dropped int
+}
+
+func newAuditBatch() *auditBatch {
+	return &auditBatch{events: map[auditKey]*policy.AuditEvent{}, pulls: map[[2]string]*PullCount{}}
+}
+
+// add counts e (same actor, address, operation and target: one entry).
+func (b *auditBatch) add(e policy.AuditEvent) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	k := auditKey{e.Actor, e.Addr, e.Op, e.Resource, e.Target, e.Project}
+	if cur, ok := b.events[k]; ok {
+		cur.Count += max(e.Count, 1)
+		cur.Time = max(cur.Time, e.Time)
+		return
+	}
+	if len(b.events) >= maxPendingAudit {
+		b.dropped++
+		return
+	}
+	e.Count = max(e.Count, 1)
+	b.events[k] = &e
+	b.order = append(b.order, k)
+}
+
+func (b *auditBatch) pull(repo string, d oci.Digest, at int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	k := [2]string{repo, string(d)}
+	if p, ok := b.pulls[k]; ok {
+		p.Count++
+		p.Last = max(p.Last, at)
+		return
+	}
+	if len(b.pulls) >= maxPendingAudit {
+		b.dropped++
+		return
+	}
+	b.pulls[k] = &PullCount{Repo: repo, Digest: d, Count: 1, Last: at}
+}
+
+// take empties the batch into at most maxAuditBatch events and pulls; what
+// does not fit stays for the next flush.
+func (b *auditBatch) take() ([]policy.AuditEvent, []PullCount, int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var events []policy.AuditEvent
+	n := min(len(b.order), maxAuditBatch)
+	for _, k := range b.order[:n] {
+		events = append(events, *b.events[k])
+		delete(b.events, k)
+	}
+	b.order = b.order[n:]
+	var pulls []PullCount
+	for k, p := range b.pulls {
+		if len(pulls) >= maxAuditBatch {
+			break
+		}
+		pulls = append(pulls, *p)
+		delete(b.pulls, k)
+	}
+	dropped := b.dropped
+	b.dropped = 0
+	return events, pulls, dropped
+}
+
+// putBack returns a batch that could not be written, as far as it fits.
+func (b *auditBatch) putBack(events []policy.AuditEvent, pulls []PullCount) {
+	for _, e := range events {
+		b.add(e)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, p := range pulls {
+		k := [2]string{p.Repo, string(p.Digest)}
+		if cur, ok := b.pulls[k]; ok {
+			cur.Count += p.Count
+			cur.Last = max(cur.Last, p.Last)
+		} else if len(b.pulls) < maxPendingAudit {
+			cp := p
+			b.pulls[k] = &cp
+		}
+	}
+}
+
+// RecordEvent counts an audit event that is not part of a change: a
+// failed login, a refused push. It never blocks.
+func (n *Node) RecordEvent(e policy.AuditEvent) {
+	if e.Time == 0 {
+		e.Time = now()
+	}
+	n.audits.add(e.Clip())
+}
+
+// RecordPull counts a pull of repo@d by actor, for the audit log and for
+// retention's "pulled" rules. It never blocks.
+func (n *Node) RecordPull(repo string, d oci.Digest, actor policy.Actor) {
+	t := now()
+	project, _ := policy.ProjectOf(repo)
+	n.audits.add(policy.AuditEvent{
+		Time: t, Actor: actor.Name, Addr: actor.Addr, Op: policy.AuditPull, Resource: policy.AuditArtifact,
+		Target: repo + "@" + string(d), Project: project,
+	}.Clip())
+	n.audits.pull(repo, d, t)
+}
+
+// runAudit flushes the batch every AuditFlushInterval and, on the leader,
+// prunes the log to AuditRetention and AuditMaxEvents every
+// auditPruneEvery. At the end it flushes once more.
+func (n *Node) runAudit(ctx context.Context) {
+	flush := time.NewTicker(n.cfg.AuditFlushInterval)
+	defer flush.Stop()
+	prune := time.NewTicker(auditPruneEvery)
+	defer prune.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			fctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			n.flushAudit(fctx)
+			cancel()
+			return
+		case <-flush.C:
+			n.flushAudit(ctx)
+		case <-prune.C:
+			if n.IsLeader() {
+				n.pruneAudit(ctx)
+			}
+		}
+	}
+}
+
+// auditPruneEvery is how often the leader prunes the audit log.
+const auditPruneEvery = 10 * time.Minute
+
+func (n *Node) flushAudit(ctx context.Context) {
+	events, pulls, dropped := n.audits.take()
+	if dropped > 0 {
+		n.logger.Warn("audit events dropped: too many distinct ones waiting for the cluster", "dropped", dropped)
+	}
+	if len(events) == 0 && len(pulls) == 0 {
+		return
+	}
+	err := n.propose(ctx, command{Op: opAppendAudit, Events: events, Pulls: pulls, Time: now()})
+	if err != nil {
+		n.logger.Debug("audit batch not written yet; keeping it", "events", len(events), "pulls", len(pulls), "error", err)
+		n.audits.putBack(events, pulls)
+	}
+}
+
+func (n *Node) pruneAudit(ctx context.Context) {
+	var before int64
+	if n.cfg.AuditRetention > 0 {
+		before = time.Now().Add(-n.cfg.AuditRetention).UnixNano()
+	}
+	// Each command deletes at most pruneAuditChunk events; a few rounds
+	// catch up with a large backlog.
+	for range 20 {
+		total := 0
+		_ = n.fsm.view(func(tx *bbolt.Tx) error {
+			total = tx.Bucket(bucketAudit).Stats().KeyN
+			return nil
+		})
+		if err := n.propose(ctx, command{Op: opPruneAudit, Time: before, Keep: n.cfg.AuditMaxEvents}); err != nil {
+			n.logger.Warn("prune the audit log", "error", err)
+			return
+		}
+		after := 0
+		_ = n.fsm.view(func(tx *bbolt.Tx) error {
+			after = tx.Bucket(bucketAudit).Stats().KeyN
+			return nil
+		})
+		if total-after < pruneAuditChunk {
+			return
+		}
+	}
+}

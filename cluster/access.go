@@ -3,9 +3,9 @@ package cluster
 import (
 	"bytes"
 	"cmp"
-	"errors"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 

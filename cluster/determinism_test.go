@@ -88,8 +88,10 @@ func randomLog(t testing.TB, rng *rand.Rand, n int) []*raft.Log {
 		case p < 92:
 			// GC's unlink keeps links made at or after its cutoff.
 			c = command{Op: opUnlinkBlobs, Digests: []oci.Digest{blobDigest(rng.IntN(12)), blobDigest(rng.IntN(12))}, Time: int64(rng.IntN(i + 1))}
-		case p < 96:
+		case p < 94:
 			c = command{Op: opPutUser, Name: fmt.Sprintf("u%d", rng.IntN(3)), Hash: []byte{byte(i)}, Admin: rng.IntN(2) == 0}
+		case p < 96:
+			c = randomAccess(rng, i)
 		case p < 100:
 			c = command{Op: opDeleteManifest, Repo: "Bad Repo", Digest: "x"} // rejected
 		default:
@@ -258,4 +260,29 @@ func TestSameLogSameState(t *testing.T) {
 	if d.hash() != hash {
 		t.Fatal("snapshot + rest of log differs from the full log")
 	}
+}
+
+// randomAccess is a command of the access model: projects (with quotas
+// small enough to refuse pushes, and immutability rules), members, audit
+// events and pull counts, retention runs.
+func randomAccess(rng *rand.Rand, i int) command {
+	projects := []string{"a", "lib"}
+	p := projects[rng.IntN(len(projects))]
+	switch rng.IntN(6) {
+	case 0:
+		return command{Op: opPutProject, Create: true, Time: int64(i), Project: &policy.Project{Name: p,
+			Quota: policy.Quota{Storage: rng.Int64N(3000) - 1, Count: rng.Int64N(6) - 1}}}
+	case 1:
+		return command{Op: opPutProject, Fields: []string{FieldImmutable}, Time: int64(i), Project: &policy.Project{Name: p,
+			Immutable: []policy.ImmutableRule{{Repos: "**", Tags: "v*", Disabled: rng.IntN(2) == 0}}}}
+	case 2:
+		return command{Op: opPutMember, Create: rng.IntN(2) == 0, Member: &policy.Member{Project: p,
+			User: fmt.Sprintf("u%d", rng.IntN(3)), Role: policy.Roles[rng.IntN(len(policy.Roles))]}}
+	case 3:
+		return command{Op: opAppendAudit, Time: int64(i), Events: []policy.AuditEvent{{Actor: "u0", Op: policy.AuditPull, Project: p}},
+			Pulls: []PullCount{{Repo: p + "/x", Digest: blobDigest(rng.IntN(12)), Count: 1, Last: int64(i)}}}
+	case 4:
+		return command{Op: opDeleteProject, Name: p}
+	}
+	return command{Op: opPutRetentionRun, Run: &policy.RetentionRun{ID: uint64(i + 1), Project: p, Status: policy.RunSucceeded}}
 }

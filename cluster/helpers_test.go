@@ -215,4 +215,5 @@ func checkInvariants(t testing.TB, f *fsm) {
 	if err != nil {
 		t.Fatalf("invariant: %v", err)
 	}
+	checkUsage(t, f)
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"reflect"
 	"regexp"
@@ -52,7 +53,24 @@ type Config struct {
 	ReplicationHistory    int           `yaml:"replication_history"`
 	ReplicationHistoryAge time.Duration `yaml:"replication_history_age"`
 	TombstoneTTL          time.Duration `yaml:"tombstone_ttl"`
+
+	ExternalURL        string        `yaml:"external_url"`
+	TokenExpiry        time.Duration `yaml:"token_expiry"`
+	RefreshTokenExpiry time.Duration `yaml:"refresh_token_expiry"`
+	SelfRegistration   bool          `yaml:"self_registration"`
+	ProjectCreation    string        `yaml:"project_creation"`
+	AuditRetention     time.Duration `yaml:"audit_retention"`
+	AuditMaxEvents     int           `yaml:"audit_max_events"`
 }
+
+// Who may create projects (project_creation).
+const (
+	projectCreationEveryone  = "everyone"
+	projectCreationAdminOnly = "adminonly"
+)
+
+// maxTokenExpiry bounds token_expiry: access tokens are short-lived.
+const maxTokenExpiry = 5 * time.Minute
 
 // Log formats accepted by log_format.
 const (
@@ -86,6 +104,11 @@ func DefaultConfig() Config {
 		MaxBlobSize:           rc.MaxBlobSize,
 		LogLevel:              "info",
 		LogFormat:             logFormatAuto,
+		TokenExpiry:           maxTokenExpiry,
+		RefreshTokenExpiry:    30 * 24 * time.Hour,
+		ProjectCreation:       projectCreationEveryone,
+		AuditRetention:        cluster.DefaultConfig().AuditRetention,
+		AuditMaxEvents:        cluster.DefaultConfig().AuditMaxEvents,
 	}
 }
 
@@ -124,6 +147,26 @@ func (c Config) Validate() error {
 	default:
 		return fmt.Errorf("log_format %q: want auto, text or json", c.LogFormat)
 	}
+	if c.ExternalURL != "" {
+		u, err := url.Parse(c.ExternalURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			return fmt.Errorf("external_url %q: want http(s)://host[:port][/path], the address clients reach berth at", c.ExternalURL)
+		}
+	}
+	if c.TokenExpiry <= 0 || c.TokenExpiry > maxTokenExpiry {
+		return fmt.Errorf("token_expiry %s: want more than 0 and at most %s", c.TokenExpiry, maxTokenExpiry)
+	}
+	if c.RefreshTokenExpiry < c.TokenExpiry {
+		return fmt.Errorf("refresh_token_expiry %s must not be shorter than token_expiry", c.RefreshTokenExpiry)
+	}
+	switch c.ProjectCreation {
+	case projectCreationEveryone, projectCreationAdminOnly:
+	default:
+		return fmt.Errorf("project_creation %q: want everyone or adminonly", c.ProjectCreation)
+	}
+	if c.AuditRetention <= 0 || c.AuditMaxEvents <= 0 {
+		return errors.New("audit_retention and audit_max_events must be positive")
+	}
 	return nil
 }
 
@@ -136,6 +179,8 @@ func (c Config) clusterConfig(nodeID string, secret []byte) (cluster.Config, err
 	cc.Version = version
 	cc.Secret = secret
 	cc.DeadPeerTimeout = c.DeadPeerTimeout
+	cc.AuditRetention = c.AuditRetention
+	cc.AuditMaxEvents = c.AuditMaxEvents
 	host := c.advertiseHost()
 	var err error
 	cc.RaftAddr = c.RaftAddr
@@ -271,6 +316,14 @@ const (
 	flagReplicationHistory    = "replication-history"
 	flagReplicationHistoryAge = "replication-history-age"
 	flagTombstoneTTL          = "tombstone-ttl"
+
+	flagExternalURL        = "external-url"
+	flagTokenExpiry        = "token-expiry"
+	flagRefreshTokenExpiry = "refresh-token-expiry"
+	flagSelfRegistration   = "self-registration"
+	flagProjectCreation    = "project-creation"
+	flagAuditRetention     = "audit-retention"
+	flagAuditMaxEvents     = "audit-max-events"
 )
 
 // serveFlags returns new flag values (cli records on them whether they were
@@ -305,6 +358,13 @@ func serveFlags() []cli.Flag {
 		&cli.IntFlag{Name: flagReplicationHistory, EnvVars: []string{"BERTH_REPLICATION_HISTORY"}, Value: d.ReplicationHistory, Usage: "finished replication executions kept"},
 		&cli.DurationFlag{Name: flagReplicationHistoryAge, EnvVars: []string{"BERTH_REPLICATION_HISTORY_AGE"}, Value: d.ReplicationHistoryAge, Usage: "how long finished replication executions are kept"},
 		&cli.DurationFlag{Name: flagTombstoneTTL, EnvVars: []string{"BERTH_TOMBSTONE_TTL"}, Value: d.TombstoneTTL, Usage: "how long a deleted tag's tombstone is kept, so that an older replicated write cannot bring it back"},
+		&cli.StringFlag{Name: flagExternalURL, EnvVars: []string{"BERTH_EXTERNAL_URL"}, Usage: "`URL` clients reach berth at, for the token realm (default: the scheme and host of each request)"},
+		&cli.DurationFlag{Name: flagTokenExpiry, EnvVars: []string{"BERTH_TOKEN_EXPIRY"}, Value: d.TokenExpiry, Usage: "lifetime of access tokens (at most 5m)"},
+		&cli.DurationFlag{Name: flagRefreshTokenExpiry, EnvVars: []string{"BERTH_REFRESH_TOKEN_EXPIRY"}, Value: d.RefreshTokenExpiry, Usage: "lifetime of refresh tokens (docker login's identity token)"},
+		&cli.BoolFlag{Name: flagSelfRegistration, EnvVars: []string{"BERTH_SELF_REGISTRATION"}, Value: d.SelfRegistration, Usage: "let anyone create a (non-admin) user account"},
+		&cli.StringFlag{Name: flagProjectCreation, EnvVars: []string{"BERTH_PROJECT_CREATION"}, Value: d.ProjectCreation, Usage: "who may create projects: everyone (any user) or adminonly"},
+		&cli.DurationFlag{Name: flagAuditRetention, EnvVars: []string{"BERTH_AUDIT_RETENTION"}, Value: d.AuditRetention, Usage: "how long audit events are kept"},
+		&cli.IntFlag{Name: flagAuditMaxEvents, EnvVars: []string{"BERTH_AUDIT_MAX_EVENTS"}, Value: d.AuditMaxEvents, Usage: "most audit events kept (the oldest go first)"},
 	}
 }
 
@@ -392,6 +452,27 @@ func loadConfig(c *cli.Context) (Config, error) {
 	}
 	if c.IsSet(flagTombstoneTTL) {
 		cfg.TombstoneTTL = c.Duration(flagTombstoneTTL)
+	}
+	if c.IsSet(flagExternalURL) {
+		cfg.ExternalURL = c.String(flagExternalURL)
+	}
+	if c.IsSet(flagTokenExpiry) {
+		cfg.TokenExpiry = c.Duration(flagTokenExpiry)
+	}
+	if c.IsSet(flagRefreshTokenExpiry) {
+		cfg.RefreshTokenExpiry = c.Duration(flagRefreshTokenExpiry)
+	}
+	if c.IsSet(flagSelfRegistration) {
+		cfg.SelfRegistration = c.Bool(flagSelfRegistration)
+	}
+	if c.IsSet(flagProjectCreation) {
+		cfg.ProjectCreation = c.String(flagProjectCreation)
+	}
+	if c.IsSet(flagAuditRetention) {
+		cfg.AuditRetention = c.Duration(flagAuditRetention)
+	}
+	if c.IsSet(flagAuditMaxEvents) {
+		cfg.AuditMaxEvents = c.Int(flagAuditMaxEvents)
 	}
 	if err := cfg.Validate(); err != nil {
 		return Config{}, fmt.Errorf("config: %w", err)

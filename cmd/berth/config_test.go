@@ -143,6 +143,16 @@ log_format: json
 			},
 		},
 		{
+			name: "access settings",
+			file: "external_url: https://registry.example\nself_registration: true\n",
+			env:  map[string]string{"BERTH_TOKEN_EXPIRY": "2m", "BERTH_PROJECT_CREATION": "adminonly"},
+			args: []string{"--refresh-token-expiry", "24h", "--audit-retention", "720h", "--audit-max-events", "5000"},
+			want: with(defaults, func(c *Config) {
+				c.ExternalURL, c.SelfRegistration, c.TokenExpiry, c.ProjectCreation = "https://registry.example", true, 2*time.Minute, "adminonly"
+				c.RefreshTokenExpiry, c.AuditRetention, c.AuditMaxEvents = 24*time.Hour, 720*time.Hour, 5000
+			}),
+		},
+		{
 			name: "env only, no file",
 			env:  map[string]string{"BERTH_DATA": "/env/data"},
 			want: with(defaults, func(c *Config) { c.Data = "/env/data" }),
@@ -199,6 +209,9 @@ func TestConfigErrors(t *testing.T) {
 		{name: "invalid flag duration", args: []string{"--upload-purge-after", "1d"}, wantErr: "1d"},
 		{name: "invalid env bool", env: map[string]string{"BERTH_ANONYMOUS_PULL": "maybe"}, wantErr: "maybe"},
 		{name: "invalid log level", args: []string{"--log-level", "loud"}, wantErr: "log_level"},
+		{name: "long-lived access tokens", args: []string{"--token-expiry", "1h"}, wantErr: "token_expiry"},
+		{name: "unknown project creation", args: []string{"--project-creation", "anyone"}, wantErr: "project_creation"},
+		{name: "external url without scheme", args: []string{"--external-url", "registry.example"}, wantErr: "external_url"},
 		{name: "invalid log format", file: "log_format: xml\n", wantErr: "log_format"},
 		{name: "invalid addr", args: []string{"--addr", "5000"}, wantErr: "addr"},
 		{name: "empty data", args: []string{"--data", ""}, wantErr: "data"},
@@ -288,6 +301,10 @@ func withReplicationDefaults(c Config) Config {
 		c.ReplicationWorkers, c.ReplicationLease, c.ReconcileInterval = d.ReplicationWorkers, d.ReplicationLease, d.ReconcileInterval
 		c.ReplicationRetryMax, c.ReplicationHistory, c.ReplicationHistoryAge = d.ReplicationRetryMax, d.ReplicationHistory, d.ReplicationHistoryAge
 		c.TombstoneTTL = d.TombstoneTTL
+	}
+	if c.TokenExpiry == 0 {
+		c.TokenExpiry, c.RefreshTokenExpiry, c.ProjectCreation = d.TokenExpiry, d.RefreshTokenExpiry, d.ProjectCreation
+		c.AuditRetention, c.AuditMaxEvents = d.AuditRetention, d.AuditMaxEvents
 	}
 	return c
 }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/berth-registry/berth/api"
 	"github.com/berth-registry/berth/cluster"
+	"github.com/berth-registry/berth/policy"
 	"github.com/berth-registry/berth/registry"
 	"github.com/berth-registry/berth/replicate"
 )
@@ -276,6 +277,15 @@ func (m *Main) serve(ctx context.Context, cfg Config) (err error) {
 		return errors.Join(err, shutdown())
 	}
 
+	// 12b. The default project and the token signing key exist on every
+	// cluster; whichever node finds them missing creates them.
+	if err := bootstrapAccess(serveCtx, node, logger); err != nil {
+		if serveCtx.Err() != nil {
+			return shutdown()
+		}
+		return errors.Join(err, shutdown())
+	}
+
 	// 13. Background work (scheduled GC, purge of idle uploads) runs until
 	// runCtx ends; it is stopped after the server has drained.
 	runCtx, stopRun := context.WithCancel(context.WithoutCancel(ctx))
@@ -342,6 +352,25 @@ func waitReady(ctx context.Context, node *cluster.Node, logger *slog.Logger) err
 		logger.Warn("still waiting for the cluster: a node that joins waits for the leader to add it; a restarted one for a quorum",
 			"waited", time.Since(start).Round(time.Second).String(), "leader", leader, "applied_index", node.AppliedIndex(), "last", err)
 	}
+}
+
+// bootstrapAccess creates the public project library and the token
+// signing key when the cluster has none (its first start, or a cluster
+// upgraded from before projects: library then adopts the repositories
+// already under library/).
+func bootstrapAccess(ctx context.Context, node *cluster.Node, logger *slog.Logger) error {
+	ctx = policy.WithActor(ctx, policy.Actor{Name: "system"})
+	created, err := node.EnsureProject(ctx, policy.Project{Name: policy.DefaultProject, Public: true, Owner: adminUser, Quota: policy.NoQuota})
+	if err != nil {
+		return fmt.Errorf("create project %s: %w", policy.DefaultProject, err)
+	}
+	if created {
+		logger.Info("created the public project", "project", policy.DefaultProject)
+	}
+	if err := node.EnsureTokenKey(ctx); err != nil {
+		return fmt.Errorf("create the token signing key: %w", err)
+	}
+	return nil
 }
 
 // gate answers 503 until open is set: the node is not ready to serve.

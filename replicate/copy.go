@@ -124,6 +124,7 @@ func (c *Copier) Copy(ctx context.Context, src Source, dst *Remote, t policy.Tas
 		}
 	}
 	if !there {
+		dst.EnsureProject(ctx, t.DestRepo)
 		err := run.manifest(ctx, rec, payload, t.Tag, t.Version, 0)
 		if errors.Is(err, oci.ErrSuperseded) {
 			res.Note = NoteSuperseded

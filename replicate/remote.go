@@ -58,10 +58,11 @@ type Remote struct {
 	// it; smaller blobs go in one PUT.
 	ChunkSize int64
 
-	mu      sync.Mutex
-	clients map[string]*http.Client // scope set → authenticated client
-	seen    map[oci.Digest]string   // blob → a repository holding it there
-	order   []oci.Digest            // seen, oldest first
+	mu       sync.Mutex
+	projects map[string]bool         // projects known to exist at a berth endpoint
+	clients  map[string]*http.Client // scope set → authenticated client
+	seen     map[oci.Digest]string   // blob → a repository holding it there
+	order    []oci.Digest            // seen, oldest first
 }
 
 // NewRemote returns a client of endpoint ep with its opened password. rt
@@ -97,7 +98,79 @@ func NewRemote(ep policy.Endpoint, password string, rt http.RoundTripper, logger
 		ChunkSize: 16 << 20,
 		clients:   map[string]*http.Client{},
 		seen:      map[oci.Digest]string{},
+		projects:  map[string]bool{},
 	}, nil
+}
+
+// EnsureProject makes sure the project of repo exists at a berth
+// endpoint, creating it (private) through the endpoint's management API
+// when it does not: berth refuses pushes into a project that does not
+// exist, as Harbor does, and Harbor's replication creates it the same
+// way. A failure here is not the copy's: it only logs, and the push then
+// says what is wrong.
+func (r *Remote) EnsureProject(ctx context.Context, repo string) {
+	project, ok := policy.ProjectOf(repo)
+	if !ok || !r.isBerth() {
+		return
+	}
+	r.mu.Lock()
+	known := r.projects[project]
+	r.mu.Unlock()
+	if known {
+		return
+	}
+	if err := r.ensureProject(ctx, project); err != nil {
+		r.logger.Warn("could not make sure the destination project exists", "project", project, "error", err)
+		return
+	}
+	r.mu.Lock()
+	r.projects[project] = true
+	r.mu.Unlock()
+}
+
+func (r *Remote) ensureProject(ctx context.Context, project string) error {
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	c := &http.Client{Transport: r.inner}
+	api := func(method, path string, body []byte) (int, error) {
+		req, err := http.NewRequestWithContext(ctx, method, r.base.String()+path, bytes.NewReader(body))
+		if err != nil {
+			return 0, err
+		}
+		if body != nil {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		if cfg, err := r.auth.Authorization(); err == nil && cfg.Username != "" {
+			req.SetBasicAuth(cfg.Username, cfg.Password)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody))
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	status, err := api(http.MethodGet, "/api/v1/projects/"+url.PathEscape(project), nil)
+	if err != nil {
+		return err
+	}
+	if status == http.StatusOK {
+		return nil
+	}
+	if status != http.StatusNotFound {
+		return fmt.Errorf("look up project %s: status %d", project, status)
+	}
+	body, _ := json.Marshal(map[string]any{"name": project, "public": false})
+	status, err = api(http.MethodPost, "/api/v1/projects", body)
+	switch {
+	case err != nil:
+		return err
+	case status == http.StatusCreated || status == http.StatusOK || status == http.StatusConflict:
+		r.logger.Info("created the destination project", "project", project)
+		return nil
+	}
+	return fmt.Errorf("create project %s: status %d", project, status)
 }
 
 // Endpoint is the endpoint r talks to.

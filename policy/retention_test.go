@@ -122,6 +122,24 @@ func TestEvaluateWithinBoundary(t *testing.T) {
 	}
 }
 
+// TestEvaluateLongestPeriod: a period as long as Validate allows means
+// "keep what was ever pushed (pulled)", not an overflow that keeps nothing.
+func TestEvaluateLongestPeriod(t *testing.T) {
+	arts := []Artifact{art("a", 1, 1, "v1"), art("b", 5000, 5000, "v2")}
+	for _, kind := range []string{RetainPushedWithin, RetainPulledWithin} {
+		for _, n := range []int{106751, 106752, maxRetentionParam} {
+			r := rule(kind, n)
+			if err := r.Validate(); err != nil {
+				t.Fatalf("%s: %v", r, err)
+			}
+			got := kept(t, RetentionPolicy{Rules: []RetentionRule{r}}, "app", arts)
+			if !slices.Equal(got, []string{"a", "b"}) {
+				t.Errorf("%s: kept %v, want [a b]", r, got)
+			}
+		}
+	}
+}
+
 func TestEvaluateRepoFilter(t *testing.T) {
 	arts := []Artifact{art("a", 1, -1, "v1"), art("b", 2, -1, "v2")}
 	tests := []struct {

@@ -31,6 +31,12 @@ const (
 	logRepo    = "repo"
 	logDigest  = "digest"
 	logError   = "error"
+	logDryRun  = "dry_run"
+	logTrigger = "trigger"
+	logKept    = "retained"
+	logDeleted = "deleted"
+	logTook    = "took"
+	logSpec    = "schedule"
 )
 
 // Bounds of what a run records.
@@ -88,9 +94,11 @@ func New(cfg Config, store Store, logger *slog.Logger, reg prometheus.Registerer
 // repository a rule applies to, it deletes (unless dryRun) every artifact
 // no rule retains, with its accessories. A dry run deletes nothing and
 // lists what a real run would delete. The run is recorded; it is returned
-// with its outcome. The error is nil when the run succeeded; when the run
-// could not start (unknown project, no rules, ErrRunning, no quorum to
-// record it) the returned run is the zero value.
+// with its outcome, and the error is nil when it succeeded and its end
+// was recorded. When the run could not start (unknown project,
+// ErrNoPolicy, ErrRunning, no quorum to record it) the returned run is
+// the zero value. The run stops when ctx ends: a caller answering a
+// request should pass a context that outlives it.
 func (r *Runner) RunRetention(ctx context.Context, project string, dryRun bool) (policy.RetentionRun, error) {
 	p, err := r.store.Project(ctx, project)
 	if err != nil {
@@ -146,7 +154,7 @@ func (r *Runner) run(ctx context.Context, p policy.Project, dry bool, trigger st
 		ID: uint64(start.UnixNano()), Project: p.Name, DryRun: dry, Trigger: trigger,
 		Status: policy.RunRunning, Started: start.UnixNano(),
 	}
-	log := r.logger.With(logProject, p.Name, logRun, run.ID, "dry_run", dry, "trigger", trigger)
+	log := r.logger.With(logProject, p.Name, logRun, run.ID, logDryRun, dry, logTrigger, trigger)
 	if err := r.store.PutRetentionRun(ctx, run); err != nil {
 		return policy.RetentionRun{}, fmt.Errorf("retention of project %s: record the run: %w", p.Name, err)
 	}
@@ -176,10 +184,10 @@ func (r *Runner) run(ctx context.Context, p policy.Project, dry bool, trigger st
 		}
 	}
 	if err != nil {
-		log.Warn("retention run failed", "retained", run.Retained, "deleted", run.Deleted, logError, err)
+		log.Warn("retention run failed", logKept, run.Retained, logDeleted, run.Deleted, logError, err)
 		return run, fmt.Errorf("retention of project %s: %w", p.Name, err)
 	}
-	log.Info("retention run done", "retained", run.Retained, "deleted", run.Deleted, "took", time.Since(start).Round(time.Millisecond))
+	log.Info("retention run done", logKept, run.Retained, logDeleted, run.Deleted, logTook, time.Since(start).Round(time.Millisecond))
 	return run, nil
 }
 

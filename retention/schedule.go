@@ -122,7 +122,7 @@ func (r *Runner) firstSight(ctx context.Context, p policy.Project, now time.Time
 	s := &scheduled{spec: p.Retention.Schedule, last: now}
 	sched, err := policy.ParseSchedule(s.spec)
 	if err != nil {
-		r.logger.Warn("retention schedule does not parse; not scheduled", logProject, p.Name, "schedule", s.spec, logError, err)
+		r.logger.Warn("retention schedule does not parse; not scheduled", logProject, p.Name, logSpec, s.spec, logError, err)
 		return s
 	}
 	s.sched = sched

@@ -22,6 +22,7 @@ var allowed = map[string][]string{
 	"cluster":   {"oci", "policy"},
 	"registry":  {"oci", "policy"},
 	"replicate": {"registry", "oci", "policy"},
+	"retention": {"oci", "policy"},
 	"api":       {"registry", "replicate", "oci", "policy"},
 	"ui":        {"api", "oci", "policy"},
 	"cmd":       {"*"},

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"cmp"
+	"math"
 	"slices"
 	"strconv"
 
@@ -236,7 +237,12 @@ func (r RetentionRule) keep(sel []Artifact, now int64) []Artifact {
 		s := byTime(func(a Artifact) int64 { return a.Pulled })
 		return s[:min(r.Param, len(s))]
 	case RetainPushedWithin, RetainPulledWithin:
-		cutoff := now - int64(r.Param)*day
+		// A period reaching back before the epoch keeps everything; the
+		// product must not overflow (Param may be up to 2^20 days).
+		cutoff := int64(math.MinInt64)
+		if n := int64(r.Param); n <= now/day {
+			cutoff = now - n*day
+		}
 		var out []Artifact
 		for _, a := range sel {
 			t := a.Pushed

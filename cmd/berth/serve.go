@@ -26,6 +26,7 @@ import (
 	"github.com/berth-registry/berth/policy"
 	"github.com/berth-registry/berth/registry"
 	"github.com/berth-registry/berth/replicate"
+	"github.com/berth-registry/berth/retention"
 )
 
 // Timeouts of a serving node.
@@ -192,6 +193,13 @@ func (m *Main) serve(ctx context.Context, cfg Config) (err error) {
 		return fmt.Errorf("start replication: %w", err)
 	}
 
+	// 8c. Tag retention: manual runs through the API, scheduled ones on the
+	// leader.
+	retainer, err := retention.New(retention.DefaultConfig(), node, logger, metrics)
+	if err != nil {
+		return fmt.Errorf("start retention: %w", err)
+	}
+
 	// 9. One mux for every HTTP endpoint, wrapped whole in the middleware
 	// so that each request gets an id, an access log line and metrics. The
 	// internal API serves at once (peers need it while this node catches
@@ -298,6 +306,11 @@ func (m *Main) serve(ctx context.Context, cfg Config) (err error) {
 	wg.Go(func() {
 		if rerr := engine.Run(runCtx); rerr != nil {
 			logger.Error("replication", "error", rerr)
+		}
+	})
+	wg.Go(func() {
+		if rerr := retainer.Run(runCtx); rerr != nil {
+			logger.Error("retention", "error", rerr)
 		}
 	})
 	defer func() {

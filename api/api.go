@@ -102,7 +102,7 @@ func New(gc GCRunner, store Store, info Info, logger *slog.Logger) *Handler {
 		logger: logger.With("component", "api"),
 	}
 	h.mux = http.NewServeMux()
-
+	h.accessRoutes()
 	return h
 }
 

@@ -190,8 +190,11 @@ func (h *Handler) authenticate(r *http.Request) (policy.Principal, error) {
 		return h.checkBasic(r, name, secret)
 	}
 	scheme, _, _ := strings.Cut(authz, " ")
-	if strings.EqualFold(scheme, "Bearer") {
+	switch {
+	case strings.EqualFold(scheme, "Bearer"):
 		return h.checkBearer(r)
+	case strings.EqualFold(scheme, "Basic"):
+		return policy.Principal{}, fmt.Errorf("%w: malformed basic credentials", errUnauthenticated)
 	}
 	return policy.Principal{}, fmt.Errorf("%w: unsupported authorization scheme %q", errUnauthenticated, clip(scheme, 32))
 }

@@ -46,8 +46,6 @@ type matrixCase struct {
 
 func (c matrixCase) method() string { m, _, _ := strings.Cut(c.route, " "); return m }
 
-func (c matrixCase) path() string { _, p, _ := strings.Cut(c.route, " "); return p }
-
 func (c matrixCase) projectScoped() bool {
 	return c.need == needProject || c.need == needAdminInProject
 }

@@ -482,8 +482,13 @@ func TestAccessRules(t *testing.T) {
 		if rec := w.do("GET", "/api/v1/users", "", bearer("good-deleted")); rec.Code != 401 {
 			t.Fatalf("a deleted user's token: %d", rec.Code)
 		}
-		if rec := w.do("GET", "/api/v1/users", "", func(r *http.Request) { r.Header.Set("Authorization", "Negotiate abc") }); rec.Code != 401 {
-			t.Fatalf("another scheme: %d", rec.Code)
+		for _, authz := range []string{"Negotiate abc", "Basic !!!", "Bearer"} {
+			if rec := w.do("GET", "/api/v1/projects", "", func(r *http.Request) { r.Header.Set("Authorization", authz) }); rec.Code != 401 {
+				t.Fatalf("Authorization %q: %d, want 401 (not anonymous)", authz, rec.Code)
+			}
+		}
+		if rec := w.do("GET", "/api/v1/projects", "", func(r *http.Request) { r.SetBasicAuth("", "") }); rec.Code != 200 {
+			t.Fatalf("empty basic credentials: %d, want anonymous", rec.Code)
 		}
 	})
 

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/berth-registry/berth/registry"
 )
@@ -69,13 +70,20 @@ type Cluster interface {
 
 // Handler serves the management API.
 type Handler struct {
-	gc      GCRunner
-	users   registry.PasswordChecker
-	cluster Cluster
-	repl    Replication
-	replMux *http.ServeMux
-	info    Info
-	logger  *slog.Logger
+	gc        GCRunner
+	store     Store
+	cluster   Cluster
+	repl      Replication
+	replMux   *http.ServeMux
+	mux       *http.ServeMux // the access endpoints
+	routes    []string       // patterns of mux and replMux, for the OpenAPI test
+	bearer    BearerVerifier
+	retention RetentionRunner
+	cfg       Config
+	creds     *credCache
+	policyMu  sync.Mutex // serializes read-modify-writes of project rules
+	info      Info
+	logger    *slog.Logger
 }
 
 // WithCluster adds the cluster endpoints (GET /api/v1/cluster, POST
@@ -85,9 +93,17 @@ func (h *Handler) WithCluster(c Cluster) *Handler {
 	return h
 }
 
-// New returns the management API handler. Mount it at Prefix.
-func New(gc GCRunner, users registry.PasswordChecker, info Info, logger *slog.Logger) *Handler {
-	return &Handler{gc: gc, users: users, info: info, logger: logger.With("component", "api")}
+// New returns the management API handler. Mount it at Prefix. store is
+// the access state (cmd passes its *cluster.Node); every request is
+// authenticated against it.
+func New(gc GCRunner, store Store, info Info, logger *slog.Logger) *Handler {
+	h := &Handler{
+		gc: gc, store: store, info: info, cfg: DefaultConfig(), creds: newCredCache(),
+		logger: logger.With("component", "api"),
+	}
+	h.mux = http.NewServeMux()
+	h.accessRoutes()
+	return h
 }
 
 // ServeHTTP routes a request to its endpoint.
@@ -100,19 +116,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if !allow(w, r, http.MethodPost) {
 			return
 		}
-		h.admin(h.postGC)(w, r)
+		h.adminOnly(h.postGC)(w, r)
 	case Prefix + "cluster":
 		registry.SetRoute(r, Prefix+"cluster")
 		if !h.hasCluster(w) || !allow(w, r, http.MethodGet, http.MethodHead) {
 			return
 		}
-		h.admin(h.getCluster)(w, r)
+		h.adminOnly(h.getCluster)(w, r)
 	case Prefix + "cluster/leave":
 		registry.SetRoute(r, Prefix+"cluster/leave")
 		if !h.hasCluster(w) || !allow(w, r, http.MethodPost) {
 			return
 		}
-		h.admin(h.postLeave)(w, r)
+		h.adminOnly(h.postLeave)(w, r)
 	case Prefix + "system/info":
 		registry.SetRoute(r, Prefix+"system/info")
 		if !allow(w, r, http.MethodGet, http.MethodHead) {
@@ -120,11 +136,45 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		h.getInfo(w, r)
 	default:
+		if _, pattern := h.mux.Handler(r); pattern != "" {
+			h.mux.ServeHTTP(w, r)
+			return
+		}
 		if h.serveReplication(w, r) {
 			return
 		}
-		writeError(w, http.StatusNotFound, "no such endpoint")
+		h.noRoute(w, r)
 	}
+}
+
+// fixedRoutes are the routes ServeHTTP matches by hand.
+var fixedRoutes = []string{
+	"POST " + Prefix + "gc",
+	"GET " + Prefix + "cluster",
+	"POST " + Prefix + "cluster/leave",
+	"GET " + Prefix + "system/info",
+}
+
+// noRoute answers a request no route takes: 405 with Allow when the path
+// is routed for other methods, else 404.
+func (h *Handler) noRoute(w http.ResponseWriter, r *http.Request) {
+	var methods []string
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete} {
+		probe := r.Clone(r.Context())
+		probe.Method = m
+		if _, p := h.mux.Handler(probe); p != "" {
+			methods = append(methods, m)
+		} else if h.replMux != nil {
+			if _, p := h.replMux.Handler(probe); p != "" {
+				methods = append(methods, m)
+			}
+		}
+	}
+	if len(methods) == 0 {
+		writeError(w, http.StatusNotFound, "no such endpoint")
+		return
+	}
+	allow(w, r, methods...)
 }
 
 // allow answers 405 unless r's method is one of methods.
@@ -137,32 +187,6 @@ func allow(w http.ResponseWriter, r *http.Request, methods ...string) bool {
 	w.Header().Set("Allow", strings.Join(methods, ", "))
 	writeError(w, http.StatusMethodNotAllowed, "method not allowed")
 	return false
-}
-
-// admin lets only requests with the basic auth credentials of an admin
-// through: 401 with a challenge without (valid) credentials, 403 for a
-// valid non-admin user.
-func (h *Handler) admin(next http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		user, password, ok := r.BasicAuth()
-		if !ok {
-			challenge(w, "authentication required")
-			return
-		}
-		valid, isAdmin, err := h.users.CheckPassword(r.Context(), user, password)
-		switch {
-		case err != nil:
-			h.logger.ErrorContext(r.Context(), "check password", "user", user, "error", err,
-				"request_id", registry.RequestID(r.Context()))
-			writeError(w, http.StatusInternalServerError, "internal error")
-		case !valid:
-			challenge(w, "invalid username or password")
-		case !isAdmin:
-			writeError(w, http.StatusForbidden, "admin only")
-		default:
-			next(w, r)
-		}
-	}
 }
 
 func challenge(w http.ResponseWriter, msg string) {
@@ -187,8 +211,7 @@ func (h *Handler) postGC(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, "garbage collection failed")
 		return
 	}
-	user, _, _ := r.BasicAuth()
-	h.logger.InfoContext(r.Context(), "garbage collection requested", "user", user,
+	h.logger.InfoContext(r.Context(), "garbage collection requested", "user", principalFrom(r.Context()).Name,
 		"dry_run", res.DryRun, "request_id", registry.RequestID(r.Context()))
 	writeJSON(w, http.StatusOK, GCResponse{
 		Scanned:         res.Scanned,
@@ -269,8 +292,7 @@ type LeaveResponse struct {
 // (refused with 409 when the voters left would lose quorum) and then shuts
 // down.
 func (h *Handler) postLeave(w http.ResponseWriter, r *http.Request) {
-	user, _, _ := r.BasicAuth()
-	h.logger.InfoContext(r.Context(), "leaving the cluster on request", "user", user, "request_id", registry.RequestID(r.Context()))
+	h.logger.InfoContext(r.Context(), "leaving the cluster on request", "user", principalFrom(r.Context()).Name, "request_id", registry.RequestID(r.Context()))
 	if err := h.cluster.LeaveCluster(r.Context()); err != nil {
 		h.logger.WarnContext(r.Context(), "leave the cluster", "error", err, "request_id", registry.RequestID(r.Context()))
 		writeError(w, http.StatusConflict, err.Error())

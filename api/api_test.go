@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -13,6 +14,8 @@ import (
 	"time"
 
 	"github.com/berth-registry/berth/api"
+	"github.com/berth-registry/berth/oci"
+	"github.com/berth-registry/berth/policy"
 	"github.com/berth-registry/berth/registry"
 )
 
@@ -25,32 +28,44 @@ func (f *fakeGC) GC(ctx context.Context, dryRun bool) (registry.GCResult, error)
 	return f.GCFunc(ctx, dryRun)
 }
 
-// fakeUsers is a PasswordChecker whose behaviour is a function field.
-type fakeUsers struct {
-	CheckPasswordFunc func(ctx context.Context, user, password string) (bool, bool, error)
+// fakeStore is a Store that knows accounts only; its other methods are
+// nil and must not be called.
+type fakeStore struct {
+	api.Store
+	AuthenticateFunc func(ctx context.Context, name, secret string) (policy.Account, bool, error)
 }
 
-func (f *fakeUsers) CheckPassword(ctx context.Context, user, password string) (bool, bool, error) {
-	return f.CheckPasswordFunc(ctx, user, password)
+func (f *fakeStore) Authenticate(ctx context.Context, name, secret string) (policy.Account, bool, error) {
+	return f.AuthenticateFunc(ctx, name, secret)
 }
+
+func (f *fakeStore) LookupAccount(_ context.Context, name string) (policy.Account, error) {
+	switch name {
+	case "admin":
+		return policy.Account{Principal: policy.Principal{Kind: policy.PrincipalUser, Name: name, Admin: true}}, nil
+	case "bob":
+		return policy.Account{Principal: policy.Principal{Kind: policy.PrincipalUser, Name: name}}, nil
+	}
+	return policy.Account{}, fmt.Errorf("user %s: %w", name, oci.ErrNotFound)
+}
+
+func (f *fakeStore) RecordEvent(policy.AuditEvent) {}
 
 // users knows admin/secret (an admin) and bob/pw (not an admin).
-func users() *fakeUsers {
-	return &fakeUsers{CheckPasswordFunc: func(_ context.Context, user, password string) (bool, bool, error) {
-		switch {
-		case user == "admin" && password == "secret":
-			return true, true, nil
-		case user == "bob" && password == "pw":
-			return true, false, nil
+func users() *fakeStore {
+	return &fakeStore{AuthenticateFunc: func(ctx context.Context, name, secret string) (policy.Account, bool, error) {
+		if (name == "admin" && secret == "secret") || (name == "bob" && secret == "pw") {
+			acct, err := (&fakeStore{}).LookupAccount(ctx, name)
+			return acct, true, err
 		}
-		return false, false, nil
+		return policy.Account{}, false, nil
 	}}
 }
 
-func newHandler(t *testing.T, gc api.GCRunner, u registry.PasswordChecker) http.Handler {
+func newHandler(t *testing.T, gc api.GCRunner, s api.Store) http.Handler {
 	t.Helper()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	return api.New(gc, u, api.Info{Version: "test", NodeID: "n1"}, logger)
+	return api.New(gc, s, api.Info{Version: "test", NodeID: "n1"}, logger)
 }
 
 func do(t *testing.T, h http.Handler, method, target, body string, auth func(*http.Request)) *httptest.ResponseRecorder {
@@ -135,8 +150,8 @@ func TestGCAuth(t *testing.T) {
 }
 
 func TestGCCheckPasswordError(t *testing.T) {
-	u := &fakeUsers{CheckPasswordFunc: func(context.Context, string, string) (bool, bool, error) {
-		return false, false, errors.New("open /secret/path/state.db: boom")
+	u := &fakeStore{AuthenticateFunc: func(context.Context, string, string) (policy.Account, bool, error) {
+		return policy.Account{}, false, errors.New("open /secret/path/state.db: boom")
 	}}
 	h := newHandler(t, &fakeGC{}, u)
 	rec := do(t, h, http.MethodPost, "/api/v1/gc", "", basic("admin", "secret"))
@@ -236,5 +251,71 @@ func TestRouting(t *testing.T) {
 	}
 	if info != (api.Info{Version: "test", NodeID: "n1"}) {
 		t.Errorf("info = %+v", info)
+	}
+}
+
+func TestCredentialCache(t *testing.T) {
+	calls := 0
+	s := users()
+	check := s.AuthenticateFunc
+	s.AuthenticateFunc = func(ctx context.Context, name, secret string) (policy.Account, bool, error) {
+		calls++
+		return check(ctx, name, secret)
+	}
+	gc := &fakeGC{GCFunc: func(context.Context, bool) (registry.GCResult, error) { return registry.GCResult{}, nil }}
+	h := newHandler(t, gc, s)
+	for range 3 {
+		if rec := do(t, h, http.MethodPost, "/api/v1/gc", "", basic("admin", "secret")); rec.Code != http.StatusOK {
+			t.Fatalf("admin: %d", rec.Code)
+		}
+	}
+	if calls != 1 {
+		t.Errorf("a good password was checked %d times, want once (then cached)", calls)
+	}
+	calls = 0
+	for range 2 {
+		if rec := do(t, h, http.MethodPost, "/api/v1/gc", "", basic("admin", "wrong")); rec.Code != http.StatusUnauthorized {
+			t.Fatalf("wrong password: %d", rec.Code)
+		}
+	}
+	if calls != 2 {
+		t.Errorf("a wrong password was checked %d times, want every time", calls)
+	}
+}
+
+// fakeBearer accepts the token "good-<name>" for account name.
+type fakeBearer struct{}
+
+func (fakeBearer) VerifyBearer(r *http.Request) (policy.Principal, error) {
+	name, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer good-")
+	if !ok {
+		return policy.Principal{}, errors.New("bad signature")
+	}
+	// The token's claims may be stale; the API must not trust them.
+	return policy.Principal{Kind: policy.PrincipalUser, Name: name, Admin: true}, nil
+}
+
+func TestBearer(t *testing.T) {
+	gc := &fakeGC{GCFunc: func(context.Context, bool) (registry.GCResult, error) { return registry.GCResult{}, nil }}
+	bearer := func(tok string) func(*http.Request) {
+		return func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+tok) }
+	}
+	h := newHandler(t, gc, users())
+	if rec := do(t, h, http.MethodPost, "/api/v1/gc", "", bearer("good-admin")); rec.Code != http.StatusUnauthorized {
+		t.Errorf("bearer without a verifier: %d, want 401", rec.Code)
+	}
+	h = newHandler(t, gc, users()).(*api.Handler).WithBearer(fakeBearer{})
+	for _, tt := range []struct {
+		tok  string
+		want int
+	}{
+		{"good-admin", http.StatusOK},
+		{"good-bob", http.StatusForbidden}, // the token says admin; the state says not
+		{"good-gone", http.StatusUnauthorized},
+		{"forged", http.StatusUnauthorized},
+	} {
+		if rec := do(t, h, http.MethodPost, "/api/v1/gc", "", bearer(tt.tok)); rec.Code != tt.want {
+			t.Errorf("token %s: %d, want %d", tt.tok, rec.Code, tt.want)
+		}
 	}
 }

@@ -1,13 +1,13 @@
 // Package api is berth's management REST API under /api/v1/: JSON in and
-// out, used by the berth CLI (and later the UI). It holds no state of its
-// own; it calls the registry and the state machine through small interfaces
-// declared here, so it never imports cluster.
+// out, described by an OpenAPI 3 document (GET /api/v1/openapi.json), used
+// by the berth CLI and the UI. It holds no state of its own: it calls the
+// access state, the registry and the replication engine through small
+// interfaces declared here (Store, GCRunner, Cluster, Replication,
+// BearerVerifier, RetentionRunner), so it never imports cluster.
 //
-// Endpoints:
-//
-//	POST /api/v1/gc           run garbage collection now (admin); dry_run in the
-//	                          query (?dry_run=true) or the body {"dry_run": true}
-//	GET  /api/v1/system/info  version and node id
+// Every request is authenticated (basic auth of a user or robot, a bearer
+// token, or anonymous) and every decision goes through policy.Allowed;
+// see DESIGN.md for the endpoints, the rules and why.
 //
 // Every error is a JSON object {"error": "..."} with the matching status.
 package api

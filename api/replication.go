@@ -58,8 +58,9 @@ func (h *Handler) WithReplication(r Replication) *Handler {
 	route := func(pattern string, fn func(http.ResponseWriter, *http.Request)) {
 		mux.HandleFunc(pattern, func(w http.ResponseWriter, req *http.Request) {
 			registry.SetRoute(req, pattern)
-			h.admin(fn)(w, req)
+			h.adminOnly(fn)(w, req)
 		})
+		h.routes = append(h.routes, pattern)
 	}
 	route("GET /api/v1/endpoints", h.listEndpoints)
 	route("POST /api/v1/endpoints", h.putEndpoint(true))
@@ -126,19 +127,48 @@ func (h *Handler) replError(w http.ResponseWriter, r *http.Request, err error) {
 
 var errExists = errors.New("already exists")
 
-// decode reads a bounded JSON body into v, refusing unknown fields.
+// decode reads a bounded JSON body into v, refusing unknown fields and
+// anything after the value.
 func decode(r *http.Request, v any) error {
+	body, err := readBody(r)
+	if err != nil {
+		return err
+	}
+	return decodeBody(body, v)
+}
+
+// decodeOptional is decode for a body that may be empty.
+func decodeOptional(r *http.Request, v any) error {
+	body, err := readBody(r)
+	if err != nil || len(bytes.TrimSpace(body)) == 0 {
+		return err
+	}
+	return decodeBody(body, v)
+}
+
+// readBody reads a body of at most maxBodySize bytes.
+func readBody(r *http.Request) ([]byte, error) {
+	if r.Body == nil {
+		return nil, nil
+	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxBodySize+1))
 	if err != nil {
-		return fmt.Errorf("%w: read body", policy.ErrInvalid)
+		return nil, fmt.Errorf("%w: read body", policy.ErrInvalid)
 	}
 	if len(body) > maxBodySize {
-		return fmt.Errorf("%w: body larger than %d bytes", policy.ErrInvalid, maxBodySize)
+		return nil, fmt.Errorf("%w: body larger than %d bytes", policy.ErrInvalid, maxBodySize)
 	}
+	return body, nil
+}
+
+func decodeBody(body []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return fmt.Errorf("%w: body: %v", policy.ErrInvalid, err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return fmt.Errorf("%w: body: data after the JSON value", policy.ErrInvalid)
 	}
 	return nil
 }
@@ -454,8 +484,7 @@ func (h *Handler) promote(w http.ResponseWriter, r *http.Request) {
 		h.replError(w, r, err)
 		return
 	}
-	user, _, _ := r.BasicAuth()
-	h.logger.InfoContext(r.Context(), "promoted", "user", user, "source", req.SourceRepo+"@"+string(req.Digest),
+	h.logger.InfoContext(r.Context(), "promoted", "user", principalFrom(r.Context()).Name, "source", req.SourceRepo+"@"+string(req.Digest),
 		"dest", req.DestRepo+":"+req.DestTag, "endpoint", req.Endpoint, "request_id", registry.RequestID(r.Context()))
 	writeJSON(w, http.StatusOK, res)
 }

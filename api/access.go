@@ -1,0 +1,457 @@
+package api
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/berth-registry/berth/oci"
+	"github.com/berth-registry/berth/policy"
+	"github.com/berth-registry/berth/registry"
+)
+
+// Authentication and access decisions of the management API. Every
+// request is authenticated (basic auth of a user or robot, a bearer token,
+// or none: anonymous); every decision about a project goes through
+// policy.Allowed. See DESIGN.md, "Authentication" and "Decisions".
+
+// Who may create projects (Config.ProjectCreation).
+const (
+	ProjectCreationEveryone  = "everyone"  // every user (not robots)
+	ProjectCreationAdminOnly = "adminonly" // system administrators only
+)
+
+// Config holds the access settings of the management API.
+type Config struct {
+	// SelfRegistration lets anyone, anonymous included, create a user
+	// (never an administrator) with POST /api/v1/users.
+	SelfRegistration bool
+	// ProjectCreation is ProjectCreationEveryone or
+	// ProjectCreationAdminOnly.
+	ProjectCreation string
+}
+
+// DefaultConfig returns the defaults: no self-registration, every user may
+// create projects.
+func DefaultConfig() Config {
+	return Config{ProjectCreation: ProjectCreationEveryone}
+}
+
+// Validate checks c.
+func (c Config) Validate() error {
+	switch c.ProjectCreation {
+	case ProjectCreationEveryone, ProjectCreationAdminOnly:
+		return nil
+	}
+	return fmt.Errorf("%w: project_creation %q: want %s or %s", ErrConfig, c.ProjectCreation,
+		ProjectCreationEveryone, ProjectCreationAdminOnly)
+}
+
+// Errors of this package. Handlers answer them with fail: the first two
+// are 401 (with a basic challenge) and 403; errors of the state are mapped
+// by their oci and policy sentinels.
+var (
+	// ErrConfig: a Config is invalid.
+	ErrConfig = errors.New("invalid api config")
+	// errUnauthenticated: no credentials where they are needed, or bad
+	// ones.
+	errUnauthenticated = errors.New("authentication required")
+	// errForbidden: the principal may see the object but not do this.
+	errForbidden = errors.New("permission denied")
+)
+
+// forbidden is errForbidden with the reason a client needs.
+func forbidden(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", errForbidden, fmt.Sprintf(format, args...))
+}
+
+// Credential cache bounds: a successful check is remembered this long, for
+// at most this many credential pairs (as the registry's).
+const (
+	credentialCacheTTL  = 60 * time.Second
+	credentialCacheSize = 1024
+	// maxCredential bounds names and secrets that are checked at all.
+	maxCredential = 1024
+)
+
+// credCache remembers successful password checks under an HMAC of the
+// credentials (never the secret itself). An entry holds the account's
+// credential generation: a password or secret change since makes it
+// stale, so an old password stops working at once.
+type credCache struct {
+	key []byte // HMAC key, random per process
+	ttl time.Duration
+	now func() time.Time
+
+	mu sync.Mutex
+	m  map[[sha256.Size]byte]cachedCred
+}
+
+type cachedCred struct {
+	name    string
+	gen     uint64
+	expires time.Time
+}
+
+func newCredCache() *credCache {
+	key := make([]byte, 32)
+	_, _ = rand.Read(key) // never fails (Go ≥ 1.24)
+	return &credCache{key: key, ttl: credentialCacheTTL, now: time.Now, m: map[[sha256.Size]byte]cachedCred{}}
+}
+
+func (c *credCache) hash(name, secret string) [sha256.Size]byte {
+	mac := hmac.New(sha256.New, c.key)
+	// A basic auth user name cannot hold ':', so this is unambiguous.
+	mac.Write([]byte(name))
+	mac.Write([]byte{':'})
+	mac.Write([]byte(secret))
+	var k [sha256.Size]byte
+	copy(k[:], mac.Sum(nil))
+	return k
+}
+
+func (c *credCache) get(k [sha256.Size]byte) (cachedCred, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[k]
+	if ok && !c.now().Before(e.expires) {
+		delete(c.m, k)
+		return cachedCred{}, false
+	}
+	return e, ok
+}
+
+func (c *credCache) forget(k [sha256.Size]byte) {
+	c.mu.Lock()
+	delete(c.m, k)
+	c.mu.Unlock()
+}
+
+// put remembers a success. When the cache is full it first drops expired
+// entries, then, if still full, arbitrary ones.
+func (c *credCache) put(k [sha256.Size]byte, name string, gen uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.now()
+	if len(c.m) >= credentialCacheSize {
+		for ck, e := range c.m {
+			if !now.Before(e.expires) {
+				delete(c.m, ck)
+			}
+		}
+		for ck := range c.m {
+			if len(c.m) < credentialCacheSize {
+				break
+			}
+			delete(c.m, ck)
+		}
+	}
+	c.m[k] = cachedCred{name: name, gen: gen, expires: now.Add(c.ttl)}
+}
+
+type principalKey struct{}
+
+// principalFrom returns the principal an authenticated request carries.
+func principalFrom(ctx context.Context) policy.Principal {
+	if p, ok := ctx.Value(principalKey{}).(policy.Principal); ok {
+		return p
+	}
+	return policy.Anonymous
+}
+
+// clientAddr is the address of r's client, as the audit log records it.
+func clientAddr(r *http.Request) string {
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		return host
+	}
+	return r.RemoteAddr
+}
+
+// authenticate returns r's principal: from basic auth (a user or a
+// robot), a bearer token, or anonymous without credentials. Empty basic
+// credentials count as none (containers/image sends them).
+func (h *Handler) authenticate(r *http.Request) (policy.Principal, error) {
+	authz := r.Header.Get("Authorization")
+	if authz == "" {
+		return policy.Anonymous, nil
+	}
+	if name, secret, ok := r.BasicAuth(); ok {
+		if name == "" && secret == "" {
+			return policy.Anonymous, nil
+		}
+		return h.checkBasic(r, name, secret)
+	}
+	scheme, _, _ := strings.Cut(authz, " ")
+	switch {
+	case strings.EqualFold(scheme, "Bearer"):
+		return h.checkBearer(r)
+	case strings.EqualFold(scheme, "Basic"):
+		return policy.Principal{}, fmt.Errorf("%w: malformed basic credentials", errUnauthenticated)
+	}
+	return policy.Principal{}, fmt.Errorf("%w: unsupported authorization scheme %q", errUnauthenticated, clip(scheme, 32))
+}
+
+// checkBasic checks a user's password or robot's secret, through the
+// cache, and returns the account's current principal.
+func (h *Handler) checkBasic(r *http.Request, name, secret string) (policy.Principal, error) {
+	ctx := r.Context()
+	if len(name) > maxCredential || len(secret) > maxCredential {
+		return policy.Principal{}, fmt.Errorf("%w: invalid username or password", errUnauthenticated)
+	}
+	k := h.creds.hash(name, secret)
+	if c, ok := h.creds.get(k); ok {
+		acct, err := h.store.LookupAccount(ctx, c.name)
+		switch {
+		case err == nil && acct.Gen == c.gen:
+			return acct.Principal, nil
+		case err != nil && !errors.Is(err, oci.ErrNotFound):
+			return policy.Principal{}, err
+		}
+		// Gone, disabled or its credentials changed: check again.
+		h.creds.forget(k)
+	}
+	acct, ok, err := h.store.Authenticate(ctx, name, secret)
+	if err != nil {
+		return policy.Principal{}, fmt.Errorf("authenticate %q: %w", clip(name, 64), err)
+	}
+	if !ok {
+		h.store.RecordEvent(policy.AuditEvent{
+			Actor: name, Addr: clientAddr(r), Op: policy.AuditLoginFailed,
+			Resource: policy.AuditAccount, Target: name, Detail: "management API",
+		})
+		return policy.Principal{}, fmt.Errorf("%w: invalid username or password", errUnauthenticated)
+	}
+	h.creds.put(k, name, acct.Gen)
+	return acct.Principal, nil
+}
+
+// checkBearer verifies a bearer token and returns its subject's current
+// principal: a user deleted or a robot disabled since the token was
+// issued is refused, and an admin flag revoked since is gone.
+func (h *Handler) checkBearer(r *http.Request) (policy.Principal, error) {
+	if h.bearer == nil {
+		return policy.Principal{}, fmt.Errorf("%w: bearer tokens are not accepted here", errUnauthenticated)
+	}
+	p, err := h.bearer.VerifyBearer(r)
+	if err != nil {
+		if errors.Is(err, oci.ErrUnavailable) {
+			return policy.Principal{}, err
+		}
+		h.logger.DebugContext(r.Context(), "bearer token refused", "error", err, "request_id", registry.RequestID(r.Context()))
+		return policy.Principal{}, fmt.Errorf("%w: invalid bearer token", errUnauthenticated)
+	}
+	if p.IsAnonymous() {
+		return policy.Anonymous, nil
+	}
+	acct, err := h.store.LookupAccount(r.Context(), p.Name)
+	if errors.Is(err, oci.ErrNotFound) {
+		return policy.Principal{}, fmt.Errorf("%w: the token's account is gone or disabled", errUnauthenticated)
+	}
+	if err != nil {
+		return policy.Principal{}, err
+	}
+	return acct.Principal, nil
+}
+
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + "…"
+}
+
+// endpoint is a handler of an authenticated request.
+type endpoint func(w http.ResponseWriter, r *http.Request, p policy.Principal)
+
+// authenticated wraps fn: it authenticates the request, answers 401 for
+// bad credentials, and puts the principal and the audit actor in the
+// request's context.
+func (h *Handler) authenticated(fn endpoint) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		p, err := h.authenticate(r)
+		if err != nil {
+			h.fail(w, r, err)
+			return
+		}
+		actor := policy.Actor{Name: p.Name, Addr: clientAddr(r)}
+		if p.IsAnonymous() {
+			actor.Name = policy.PrincipalAnonymous
+		}
+		ctx := context.WithValue(r.Context(), principalKey{}, p)
+		ctx = policy.WithActor(ctx, actor)
+		fn(w, r.WithContext(ctx), p)
+	}
+}
+
+// adminOnly wraps fn for system endpoints: 401 without (good)
+// credentials, 403 for a principal that is not a system administrator.
+func (h *Handler) adminOnly(fn http.HandlerFunc) http.HandlerFunc {
+	return h.authenticated(func(w http.ResponseWriter, r *http.Request, p policy.Principal) {
+		if err := requireAdmin(p); err != nil {
+			h.fail(w, r, err)
+			return
+		}
+		fn(w, r)
+	})
+}
+
+// requireAdmin refuses a principal that is not a system administrator.
+func requireAdmin(p policy.Principal) error {
+	switch {
+	case p.IsAnonymous():
+		return errUnauthenticated
+	case p.Kind != policy.PrincipalUser || !p.Admin:
+		return forbidden("system administrators only")
+	}
+	return nil
+}
+
+// requireUser refuses anonymous requests and robots.
+func requireUser(p policy.Principal) error {
+	switch {
+	case p.IsAnonymous():
+		return errUnauthenticated
+	case p.Kind != policy.PrincipalUser:
+		return forbidden("a robot account cannot do this")
+	}
+	return nil
+}
+
+// anonymousMay reports whether an anonymous request may ever do a on r
+// (in a public project). When it may not, an anonymous request is
+// answered 401 before anything is looked up, so that the answer does not
+// tell whether a private project exists.
+func anonymousMay(r policy.Resource, a policy.Action) bool {
+	return policy.Allowed(policy.Anonymous, policy.ProjectAccess{Name: "-", Exists: true, Public: true}, r, a)
+}
+
+// visible reports whether p may know that project pa exists: it may read
+// it, or it is a robot whose permission list names it.
+func visible(p policy.Principal, pa policy.ProjectAccess) bool {
+	if !pa.Exists {
+		return false
+	}
+	if policy.Allowed(p, pa, policy.ResProject, policy.ActRead) {
+		return true
+	}
+	if p.Kind == policy.PrincipalRobot && p.Robot != nil {
+		for _, perm := range p.Robot.Permissions {
+			if perm.Namespace == pa.Name || perm.Namespace == policy.AllProjects {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// projectAccess returns what decisions about project need for p (a
+// project with an invalid name does not exist).
+func (h *Handler) projectAccess(ctx context.Context, p policy.Principal, project string) (policy.ProjectAccess, error) {
+	if policy.ValidateProjectName(project) != nil {
+		return policy.ProjectAccess{Name: project}, nil
+	}
+	user := ""
+	if p.Kind == policy.PrincipalUser {
+		user = p.Name
+	}
+	return h.store.ProjectAccess(ctx, user, project)
+}
+
+// notFound is the answer about a project that does not exist or that the
+// caller may not see: the same in both cases.
+func projectNotFound(project string) error {
+	return fmt.Errorf("project %s: %w", clip(project, maxNameInMessage), oci.ErrNotFound)
+}
+
+const maxNameInMessage = 255
+
+// authorize decides whether p may do a on r in project. It returns the
+// project's access (nil error: allowed), errUnauthenticated for an
+// anonymous request that could never do it, a not-found error when the
+// project does not exist or p may not see it, and errForbidden when p sees
+// it but may not do this. A refusal is decided again after catching up
+// with the leader, so that a membership just granted through another node
+// counts.
+func (h *Handler) authorize(ctx context.Context, p policy.Principal, project string, r policy.Resource, a policy.Action) (policy.ProjectAccess, error) {
+	if p.IsAnonymous() && !anonymousMay(r, a) {
+		return policy.ProjectAccess{}, errUnauthenticated
+	}
+	pa, err := h.projectAccess(ctx, p, project)
+	if err != nil {
+		return pa, err
+	}
+	if policy.Allowed(p, pa, r, a) {
+		return pa, nil
+	}
+	if pa.Exists && h.store.Sync(ctx) == nil {
+		if pa, err = h.projectAccess(ctx, p, project); err != nil {
+			return pa, err
+		}
+		if policy.Allowed(p, pa, r, a) {
+			return pa, nil
+		}
+	}
+	if !visible(p, pa) {
+		return pa, projectNotFound(project)
+	}
+	if p.IsAnonymous() {
+		return pa, errUnauthenticated
+	}
+	return pa, forbidden("%s cannot %s %s in project %s", p, a, r, project)
+}
+
+// authorizeAdmin is authorize for what only a system administrator may do
+// in a project (set its quota): others get 404 for a project they may not
+// see, 403 for one they may.
+func (h *Handler) authorizeAdmin(ctx context.Context, p policy.Principal, project string) (policy.ProjectAccess, error) {
+	if p.IsAnonymous() {
+		return policy.ProjectAccess{}, errUnauthenticated
+	}
+	pa, err := h.projectAccess(ctx, p, project)
+	if err != nil {
+		return pa, err
+	}
+	if !visible(p, pa) {
+		return pa, projectNotFound(project)
+	}
+	if err := requireAdmin(p); err != nil {
+		return pa, err
+	}
+	return pa, nil
+}
+
+// fail answers err: 401 with a challenge, 403, 400 for validation, 404,
+// 409 for what exists or is refused by the state, 503 without quorum;
+// anything else is a 500 whose cause is logged, not shown.
+func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
+	switch {
+	case errors.Is(err, errUnauthenticated):
+		challenge(w, err.Error())
+	case errors.Is(err, errForbidden):
+		writeError(w, http.StatusForbidden, err.Error())
+	case errors.Is(err, policy.ErrInvalid), errors.Is(err, oci.ErrNameInvalid), errors.Is(err, oci.ErrTagInvalid),
+		errors.Is(err, oci.ErrDigestInvalid):
+		writeError(w, http.StatusBadRequest, err.Error())
+	case errors.Is(err, oci.ErrNotFound):
+		writeError(w, http.StatusNotFound, err.Error())
+	case errors.Is(err, policy.ErrExists), errors.Is(err, oci.ErrDenied):
+		writeError(w, http.StatusConflict, err.Error())
+	case errors.Is(err, oci.ErrUnavailable):
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, "the cluster cannot take this request now; retry")
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+		// The client went away.
+	default:
+		h.logger.ErrorContext(r.Context(), "management request", "method", r.Method, "path", r.URL.Path,
+			"error", err, "request_id", registry.RequestID(r.Context()))
+		writeError(w, http.StatusInternalServerError, "internal error")
+	}
+}

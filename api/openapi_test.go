@@ -1,0 +1,122 @@
+package api_test
+
+import (
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/berth-registry/berth/api"
+)
+
+// TestOpenAPI: the served document is OpenAPI 3, documents every route
+// and method the handler serves and nothing else, and every reference in
+// it resolves.
+func TestOpenAPI(t *testing.T) {
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	h := api.New(&fakeGC{}, users(), api.Info{}, logger).
+		WithCluster(fakeCluster{}).WithReplication(emptyRepl{})
+	rec := do(t, h, http.MethodGet, "/api/v1/openapi.json", "", nil)
+	if rec.Code != http.StatusOK || rec.Header().Get("Content-Type") != "application/json" {
+		t.Fatalf("GET openapi.json: %d %v", rec.Code, rec.Header())
+	}
+	var doc map[string]any
+	if err := json.Unmarshal(rec.Body.Bytes(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := doc["openapi"].(string); !strings.HasPrefix(v, "3.") {
+		t.Fatalf("openapi %q", v)
+	}
+
+	methods := []string{"get", "put", "post", "delete", "patch", "head", "options"}
+	var documented []string
+	paths, _ := doc["paths"].(map[string]any)
+	wildcard := regexp.MustCompile(`\{([a-z_]+)\}`)
+	for path, item := range paths {
+		ops, _ := item.(map[string]any)
+		for m, o := range ops {
+			if !slices.Contains(methods, m) {
+				continue
+			}
+			documented = append(documented, strings.ToUpper(m)+" "+path)
+			op, _ := o.(map[string]any)
+			if op["x-permission"] == nil || op["responses"] == nil || op["summary"] == nil {
+				t.Errorf("%s %s: want summary, x-permission and responses", m, path)
+			}
+			// Every wildcard of the path is a declared path parameter.
+			declared := map[string]bool{}
+			params, _ := op["parameters"].([]any)
+			for _, p := range params {
+				pm, _ := resolve(t, doc, p).(map[string]any)
+				if pm["in"] == "path" {
+					declared[pm["name"].(string)] = true
+				}
+			}
+			for _, w := range wildcard.FindAllStringSubmatch(path, -1) {
+				if !declared[w[1]] {
+					t.Errorf("%s %s: path parameter %s is not declared", m, path, w[1])
+				}
+			}
+		}
+	}
+	routes := api.Routes(h)
+	for _, r := range routes {
+		if !slices.Contains(documented, r) {
+			t.Errorf("route %s is not documented", r)
+		}
+	}
+	for _, d := range documented {
+		if !slices.Contains(routes, d) {
+			t.Errorf("%s is documented but not routed", d)
+		}
+	}
+	if len(routes) < 60 {
+		t.Errorf("only %d routes: is the handler complete?", len(routes))
+	}
+
+	// Every $ref resolves.
+	var walk func(v any)
+	walk = func(v any) {
+		switch x := v.(type) {
+		case map[string]any:
+			if _, ok := x["$ref"]; ok {
+				resolve(t, doc, x)
+			}
+			for _, c := range x {
+				walk(c)
+			}
+		case []any:
+			for _, c := range x {
+				walk(c)
+			}
+		}
+	}
+	walk(doc)
+}
+
+// resolve follows v's $ref, if it has one, within doc.
+func resolve(t *testing.T, doc map[string]any, v any) any {
+	t.Helper()
+	m, ok := v.(map[string]any)
+	if !ok {
+		return v
+	}
+	ref, ok := m["$ref"].(string)
+	if !ok {
+		return v
+	}
+	var cur any = doc
+	for _, part := range strings.Split(strings.TrimPrefix(ref, "#/"), "/") {
+		next, ok := cur.(map[string]any)[part]
+		if !ok {
+			t.Errorf("$ref %s does not resolve", ref)
+			return nil
+		}
+		cur = next
+	}
+	return cur
+}

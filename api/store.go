@@ -1,0 +1,132 @@
+package api
+
+import (
+	"context"
+	"crypto/ed25519"
+	"net/http"
+	"time"
+
+	"github.com/berth-registry/berth/policy"
+)
+
+// The state the access endpoints read and change, declared here as the
+// API uses it; *cluster.Node implements every method (cmd passes it). The
+// writes take the actor from ctx (policy.WithActor) and audit the change
+// in the same command.
+
+// AccountStore checks credentials and reads accounts' current state.
+type AccountStore interface {
+	// Authenticate checks a user's password or a robot's secret; a wrong
+	// one is ok == false, not an error.
+	Authenticate(ctx context.Context, name, secret string) (acct policy.Account, ok bool, err error)
+	// LookupAccount returns account name as it is now (oci.ErrNotFound
+	// when it is gone, disabled or expired).
+	LookupAccount(ctx context.Context, name string) (policy.Account, error)
+	// RecordEvent counts an audit event that is no change (a failed
+	// login); it never blocks.
+	RecordEvent(e policy.AuditEvent)
+}
+
+// ProjectStore holds projects and their members.
+type ProjectStore interface {
+	// Sync catches up with the leader, so that a refusal is decided on
+	// what was just written through another node too.
+	Sync(ctx context.Context) error
+	ProjectAccess(ctx context.Context, user, project string) (policy.ProjectAccess, error)
+	Project(ctx context.Context, name string) (policy.Project, error)
+	Projects(ctx context.Context, last string, count int) ([]policy.Project, error)
+	ProjectUsage(ctx context.Context, project string) (policy.Usage, error)
+	CreateProject(ctx context.Context, p policy.Project) (policy.Project, error)
+	// UpdateProject changes the named fields ("public", "quota",
+	// "immutable", "retention") of project p.Name to p's.
+	UpdateProject(ctx context.Context, p policy.Project, fields ...string) (policy.Project, error)
+	DeleteProject(ctx context.Context, name string) error
+	ProjectMembers(ctx context.Context, project string) ([]policy.Member, error)
+	Memberships(ctx context.Context, user string) ([]policy.Member, error)
+	PutMember(ctx context.Context, m policy.Member, create bool) error
+	DeleteMember(ctx context.Context, project, user string) error
+}
+
+// UserStore holds local users. Only SetAdmin changes the admin flag, and
+// only CreateUser sets it.
+type UserStore interface {
+	User(ctx context.Context, name string) (policy.User, error)
+	Users(ctx context.Context, last string, count int) ([]policy.User, error)
+	CreateUser(ctx context.Context, u policy.User, password string, admin bool) (policy.User, error)
+	UpdateUser(ctx context.Context, u policy.User) (policy.User, error)
+	SetPassword(ctx context.Context, name, password string) error
+	SetAdmin(ctx context.Context, name string, admin bool) error
+	DeleteUser(ctx context.Context, name string) error
+}
+
+// RobotStore holds robot accounts; their secrets only as hashes.
+type RobotStore interface {
+	Robot(ctx context.Context, name string) (policy.Robot, error)
+	// Robots pages through the robots of project ("": system robots);
+	// last is the name without its project prefix.
+	Robots(ctx context.Context, project, last string, count int) ([]policy.Robot, error)
+	CreateRobot(ctx context.Context, r policy.Robot, secret string) (policy.Robot, string, error)
+	UpdateRobot(ctx context.Context, r policy.Robot) (policy.Robot, error)
+	RefreshRobotSecret(ctx context.Context, name, secret string) (string, error)
+	DeleteRobot(ctx context.Context, name string) error
+}
+
+// HistoryStore holds the audit log and the retention runs.
+type HistoryStore interface {
+	Audit(ctx context.Context, f policy.AuditFilter) ([]policy.AuditEvent, error)
+	RetentionRuns(ctx context.Context, project string, count int) ([]policy.RetentionRun, error)
+	RetentionRun(ctx context.Context, project string, id uint64) (policy.RetentionRun, error)
+}
+
+// TokenKeyStore holds the token service's signing keys. The API shows
+// only the current key's id and age; it never sends the key.
+type TokenKeyStore interface {
+	SigningKey(ctx context.Context) (kid string, key ed25519.PrivateKey, created time.Time, err error)
+	RotateTokenKey(ctx context.Context) (kid string, err error)
+}
+
+// Store is the state of the access model as the management API uses it.
+type Store interface {
+	AccountStore
+	ProjectStore
+	UserStore
+	RobotStore
+	HistoryStore
+	TokenKeyStore
+}
+
+// BearerVerifier checks an `Authorization: Bearer` access token (its
+// signature, iss, aud, exp, nbf) and returns its subject. The API then
+// decides from the subject's current state, not from the token's scope.
+// An error wrapping oci.ErrUnavailable is answered 503; any other error
+// 401.
+type BearerVerifier interface {
+	VerifyBearer(r *http.Request) (policy.Principal, error)
+}
+
+// RetentionRunner runs a project's retention policy now (or dry) and
+// returns the run as recorded when it was started.
+type RetentionRunner interface {
+	RunRetention(ctx context.Context, project string, dryRun bool) (policy.RetentionRun, error)
+}
+
+// WithBearer makes the API accept bearer tokens that v verifies, and
+// returns h.
+func (h *Handler) WithBearer(v BearerVerifier) *Handler {
+	h.bearer = v
+	return h
+}
+
+// WithRetention adds the runs of POST /api/v1/projects/{p}/retention/run
+// (without it the endpoint answers 501) and returns h.
+func (h *Handler) WithRetention(r RetentionRunner) *Handler {
+	h.retention = r
+	return h
+}
+
+// WithConfig sets the access settings (DefaultConfig until then) and
+// returns h. cmd validates cfg first (Config.Validate).
+func (h *Handler) WithConfig(cfg Config) *Handler {
+	h.cfg = cfg
+	return h
+}

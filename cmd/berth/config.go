@@ -16,6 +16,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"gopkg.in/yaml.v3"
 
+	"github.com/berth-registry/berth/api"
 	"github.com/berth-registry/berth/cluster"
 	"github.com/berth-registry/berth/registry"
 	"github.com/berth-registry/berth/replicate"
@@ -63,12 +64,6 @@ type Config struct {
 	AuditMaxEvents     int           `yaml:"audit_max_events"`
 }
 
-// Who may create projects (project_creation).
-const (
-	projectCreationEveryone  = "everyone"
-	projectCreationAdminOnly = "adminonly"
-)
-
 // maxTokenExpiry bounds token_expiry: access tokens are short-lived.
 const maxTokenExpiry = 5 * time.Minute
 
@@ -106,7 +101,7 @@ func DefaultConfig() Config {
 		LogFormat:             logFormatAuto,
 		TokenExpiry:           maxTokenExpiry,
 		RefreshTokenExpiry:    30 * 24 * time.Hour,
-		ProjectCreation:       projectCreationEveryone,
+		ProjectCreation:       api.ProjectCreationEveryone,
 		AuditRetention:        cluster.DefaultConfig().AuditRetention,
 		AuditMaxEvents:        cluster.DefaultConfig().AuditMaxEvents,
 	}
@@ -160,7 +155,7 @@ func (c Config) Validate() error {
 		return fmt.Errorf("refresh_token_expiry %s must not be shorter than token_expiry", c.RefreshTokenExpiry)
 	}
 	switch c.ProjectCreation {
-	case projectCreationEveryone, projectCreationAdminOnly:
+	case api.ProjectCreationEveryone, api.ProjectCreationAdminOnly:
 	default:
 		return fmt.Errorf("project_creation %q: want everyone or adminonly", c.ProjectCreation)
 	}
@@ -265,6 +260,14 @@ func (c Config) replicateConfig(nodeID string, credentialKey []byte) replicate.C
 	pc.HistoryAge = c.ReplicationHistoryAge
 	pc.TombstoneTTL = c.TombstoneTTL
 	return pc
+}
+
+// apiConfig is the api.Config of this node.
+func (c Config) apiConfig() api.Config {
+	ac := api.DefaultConfig()
+	ac.SelfRegistration = c.SelfRegistration
+	ac.ProjectCreation = c.ProjectCreation
+	return ac
 }
 
 // registryConfig is the registry.Config of this node.

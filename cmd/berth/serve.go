@@ -193,6 +193,12 @@ func (m *Main) serve(ctx context.Context, cfg Config) (err error) {
 		return fmt.Errorf("start replication: %w", err)
 	}
 
+	// 8b'. The management API's own settings.
+	acfg := cfg.apiConfig()
+	if err := acfg.Validate(); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+
 	// 8c. Tag retention: manual runs through the API, scheduled ones on the
 	// leader.
 	retainer, err := retention.New(retention.DefaultConfig(), node, logger, metrics)
@@ -211,8 +217,10 @@ func (m *Main) serve(ctx context.Context, cfg Config) (err error) {
 	mux := http.NewServeMux()
 	mux.Handle("/v2/", gate(&open, reg.Handler()))
 	apiHandler := api.New(reg, node, api.Info{Version: version, NodeID: nodeID}, logger).
+		WithConfig(acfg).
 		WithCluster(clusterAPI{node: node, left: stopServe}).
-		WithReplication(engine)
+		WithReplication(engine).
+		WithRetention(retentionAPI{retainer})
 	mux.Handle(api.Prefix, gate(&open, apiHandler))
 	mux.Handle(cluster.InternalPrefix, node.InternalHandler())
 	mux.Handle("/metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{Registry: metrics}))
@@ -398,6 +406,15 @@ func gate(open *atomic.Bool, next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// retentionAPI runs the API's manual retention runs detached from the
+// request: a run that has started finishes (and records its end) even if
+// the client goes away.
+type retentionAPI struct{ r *retention.Runner }
+
+func (a retentionAPI) RunRetention(ctx context.Context, project string, dryRun bool) (policy.RetentionRun, error) {
+	return a.r.RunRetention(context.WithoutCancel(ctx), project, dryRun)
 }
 
 // clusterAPI adapts the node to the management API's cluster endpoints.

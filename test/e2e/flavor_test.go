@@ -49,6 +49,8 @@ func (berthFlavor) cleanSigterm() bool { return true }
 
 func (berthFlavor) referrersAPI() bool { return true }
 
+func (berthFlavor) projects() bool { return true }
+
 // distributionFlavor runs the CNCF distribution registry with htpasswd auth:
 // the known-good reference the harness and the client tests are checked
 // against. Unlike berth it needs credentials to pull.
@@ -109,6 +111,8 @@ func (distributionFlavor) blobsDir(s *Server) string {
 }
 
 func (distributionFlavor) anonymousPull() bool { return false }
+
+func (distributionFlavor) projects() bool { return false }
 
 // referrersAPI is false: distribution v3.1.2 does not serve the referrers
 // API (oras: "failed to query referrers API: unsupported").

@@ -130,7 +130,9 @@ var cosignInsecure = []string{"--allow-insecure-registry", "--allow-http-registr
 // the signature.
 func TestReplicationEventSignaturesAndDeletes(t *testing.T) {
 	t.Parallel()
-	a, b := startRepl(t), startRepl(t)
+	// b has no project team: the engine creates it there (private, as
+	// Harbor's replication does) before its first push.
+	a, b := startRepl(t), startBerth(t, Options{Args: replArgs, NoProjects: true})
 	endpoint(t, a, "b", b.URL(), b, policy.EndpointBerth)
 	mustBerth(t, a, "policy", "add", "to-b", "--endpoint", "b", "--repos", "team/**", "--exclude-tags", "*-rc*", "--trigger", "event", "--delete")
 

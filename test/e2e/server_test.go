@@ -38,6 +38,8 @@ type Options struct {
 	// GeneratePassword lets berth generate the admin password on its first
 	// start; the harness reads it back from <data>/admin.password.
 	GeneratePassword bool
+	// NoProjects: do not create the fixture projects (see fixtureProjects).
+	NoProjects bool
 }
 
 // flavor says how to run one kind of registry: berth, or distribution as a
@@ -61,6 +63,8 @@ type flavor interface {
 	// cleanSigterm reports whether SIGTERM must end the process with exit
 	// status 0 (a handled, graceful shutdown).
 	cleanSigterm() bool
+	// projects reports whether pushes need an existing project.
+	projects() bool
 }
 
 // Server is one registry process under test on 127.0.0.1. It can be stopped
@@ -156,6 +160,11 @@ func startFlavor(t testing.TB, f flavor, opts Options) *Server {
 			t.Fatalf("generated admin password: %v", err)
 		}
 		s.password = strings.TrimSpace(string(b))
+	}
+	if !opts.NoProjects {
+		if err := s.createFixtureProjects(); err != nil {
+			t.Fatalf("%s: %v", f.name(), err)
+		}
 	}
 	t.Logf("%s serving on %s (data %s, log %s)", f.name(), s.URL(), s.dataDir, s.logPath)
 	return s

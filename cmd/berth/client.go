@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,8 +11,8 @@ import (
 	"net/http"
 	"net/url"
 	"path/filepath"
-	"strings"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/urfave/cli/v2"
 
 	"github.com/berth-registry/berth/api"
@@ -28,8 +29,8 @@ const (
 func clientFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "server", EnvVars: []string{"BERTH_SERVER"}, Value: "http://127.0.0.1:5000", Usage: "`URL` of the node"},
-		&cli.StringFlag{Name: "user", EnvVars: []string{"BERTH_USER"}, Value: adminUser, Usage: "admin user name"},
-		&cli.StringFlag{Name: "password", EnvVars: []string{"BERTH_PASSWORD"}, Usage: "password (default: read from <data>/admin.password)"},
+		&cli.StringFlag{Name: "user", EnvVars: []string{"BERTH_USER"}, Value: adminUser, Usage: "user name"},
+		&cli.StringFlag{Name: "password", EnvVars: []string{"BERTH_PASSWORD"}, Usage: "password, for HTTP basic auth (default: the saved login, else <data>/admin.password)"},
 		&cli.StringFlag{Name: "data", EnvVars: []string{"BERTH_DATA"}, Value: DefaultConfig().Data, Usage: "the node's data `DIR`, to read admin.password from"},
 		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: outputTable, Usage: "table or json"},
 	}
@@ -45,10 +46,18 @@ func clientFrom(c *cli.Context, name string) (apiClient, string, error) {
 }
 
 // clientOf returns the API client and the output format of a client
-// command. The server, user and password come from the flags (or their
-// BERTH_* variables), else from what `berth login` saved, else the
-// defaults; a password may also be read from a local node's data
-// directory.
+// command. Credentials, first found first used:
+//
+//   - --user and --password (or BERTH_USER and BERTH_PASSWORD): HTTP basic
+//     auth, as scripts and the first admin use it;
+//   - what `berth login` saved for the server and user: its refresh token,
+//     traded for short-lived Bearer access tokens (a login saved before
+//     token auth holds a password, used with basic auth until the next
+//     `berth login`);
+//   - admin with the password in a local node's data directory (--data).
+//
+// The server comes from --server (BERTH_SERVER), else the saved login,
+// else the default.
 func clientOf(c *cli.Context) (apiClient, string, error) {
 	output := c.String("output")
 	if output != outputTable && output != outputJSON {
@@ -72,10 +81,20 @@ func clientOf(c *cli.Context) (apiClient, string, error) {
 			a.user = saved.User
 		}
 		if a.password == "" && a.user == saved.User {
-			a.password = saved.Password
+			switch {
+			case saved.RefreshToken != "":
+				a.tokens = newTokenSource(a.server, a.user, saved.RefreshToken, a.http)
+				a.tokens.keep = func(refresh string) error {
+					saved.RefreshToken = refresh
+					_, err := saveLogin(saved)
+					return err
+				}
+			default:
+				a.password = saved.Password
+			}
 		}
 	}
-	if a.password == "" {
+	if a.password == "" && a.tokens == nil {
 		p, err := readPasswordFile(filepath.Join(c.String("data"), adminPasswordFile))
 		if errors.Is(err, fs.ErrNotExist) {
 			return apiClient{}, "", errors.New("no password: use --password or BERTH_PASSWORD, `berth login`, or --data with the node's data directory")
@@ -88,58 +107,103 @@ func clientOf(c *cli.Context) (apiClient, string, error) {
 	return a, output, nil
 }
 
-// apiClient calls a node's management API with basic auth.
+// apiClient calls a node's management API, with HTTP basic auth or, after
+// `berth login`, Bearer access tokens.
 type apiClient struct {
 	server, user, password string
-	http                   *http.Client // nil: http.DefaultClient
+	// tokens, when set, authenticates instead of the password.
+	tokens *tokenSource
+	http   *http.Client // nil: http.DefaultClient
+}
+
+// registryAuth is how registry clients (go-containerregistry, cosign)
+// authenticate as a: basic, or the refresh token as docker's identity
+// token, which they trade at the token service as a does.
+func (a apiClient) registryAuth() authn.Authenticator {
+	if a.tokens != nil {
+		a.tokens.mu.Lock()
+		defer a.tokens.mu.Unlock()
+		return authn.FromConfig(authn.AuthConfig{Username: a.user, IdentityToken: a.tokens.refresh})
+	}
+	return &authn.Basic{Username: a.user, Password: a.password}
 }
 
 // do sends a request to path (relative to /api/v1/) and decodes a 2xx JSON
 // answer into out; other answers become errors carrying the server's message.
 func (a apiClient) do(ctx context.Context, method, path string, body io.Reader, out any) error {
+	_, err := a.send(ctx, method, path, body, out)
+	return err
+}
+
+// send is do that also returns the answer's header (a Link to the next
+// page). With tokens, a 401 is tried once more with a new access token:
+// the server may have dropped the one held (a key rotation).
+func (a apiClient) send(ctx context.Context, method, path string, body io.Reader, out any) (http.Header, error) {
 	base, err := url.Parse(a.server)
 	if err != nil || base.Scheme == "" || base.Host == "" {
-		return fmt.Errorf("server %q: want a URL like http://127.0.0.1:5000", a.server)
+		return nil, fmt.Errorf("server %q: want a URL like http://127.0.0.1:5000", a.server)
 	}
 	rel, err := url.Parse(path)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	u := base.JoinPath(api.Prefix, rel.Path)
 	u.RawQuery = rel.RawQuery
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
-	if err != nil {
-		return err
+	var payload []byte
+	if body != nil {
+		if payload, err = io.ReadAll(body); err != nil {
+			return nil, err
+		}
 	}
-	req.SetBasicAuth(a.user, a.password)
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json")
 	client := a.http
 	if client == nil {
 		client = http.DefaultClient
 	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, u.Redacted(), err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return fmt.Errorf("%s %s: read answer: %w", method, u.Redacted(), err)
-	}
-	if resp.StatusCode/100 != 2 {
-		var e api.ErrorResponse
-		msg := strings.TrimSpace(string(b))
-		if json.Unmarshal(b, &e) == nil && e.Error != "" {
-			msg = e.Error
+	for attempt := 1; ; attempt++ {
+		var rd io.Reader
+		if body != nil {
+			rd = bytes.NewReader(payload)
 		}
-		return fmt.Errorf("%s %s: %s: %s", method, u.Redacted(), resp.Status, msg)
+		req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
+		if err != nil {
+			return nil, err
+		}
+		bearer := ""
+		if a.tokens != nil {
+			if bearer, err = a.tokens.token(ctx); err != nil {
+				return nil, err
+			}
+			req.Header.Set("Authorization", "Bearer "+bearer)
+		} else {
+			req.SetBasicAuth(a.user, a.password)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json")
+		resp, err := client.Do(req)
+		if err != nil {
+			return nil, fmt.Errorf("%s %s: %w", method, u.Redacted(), err)
+		}
+		b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		resp.Body.Close()
+		if err != nil {
+			return nil, fmt.Errorf("%s %s: read answer: %w", method, u.Redacted(), err)
+		}
+		if resp.StatusCode == http.StatusUnauthorized && bearer != "" {
+			a.tokens.forget(bearer)
+			if attempt == 1 {
+				continue
+			}
+			return nil, fmt.Errorf("%s %s: %s: %w", method, u.Redacted(), resp.Status, a.tokens.expired(errorMessage(b)))
+		}
+		if resp.StatusCode/100 != 2 {
+			return nil, fmt.Errorf("%s %s: %s: %s", method, u.Redacted(), resp.Status, errorMessage(b))
+		}
+		if out == nil || len(b) == 0 {
+			return resp.Header, nil
+		}
+		if err := json.Unmarshal(b, out); err != nil {
+			return nil, fmt.Errorf("%s %s: decode answer: %w", method, u.Redacted(), err)
+		}
+		return resp.Header, nil
 	}
-	if out == nil || len(b) == 0 {
-		return nil
-	}
-	if err := json.Unmarshal(b, out); err != nil {
-		return fmt.Errorf("%s %s: decode answer: %w", method, u.Redacted(), err)
-	}
-	return nil
 }

@@ -72,6 +72,9 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 			m.policyCommand(),
 			m.replicateCommand(),
 			m.promoteCommand(),
+			m.projectCommand(),
+			m.memberCommand(),
+			m.quotaCommand(),
 		}, m.loginCommands()...), m.versionCommand()),
 	}
 	for _, c := range app.Commands {

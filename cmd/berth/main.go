@@ -74,6 +74,8 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 			m.promoteCommand(),
 			m.projectCommand(),
 			m.memberCommand(),
+			m.userCommand(),
+			m.robotCommand(),
 			m.quotaCommand(),
 		}, m.loginCommands()...), m.versionCommand()),
 	}

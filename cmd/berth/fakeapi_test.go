@@ -74,6 +74,9 @@ func newFakeAPI(t *testing.T) *fakeAPI {
 		os.Unsetenv(k)
 	}
 	t.Setenv("BERTH_LOGIN_FILE", filepath.Join(t.TempDir(), "login.json"))
+	prev := runPollInterval
+	runPollInterval = 0
+	t.Cleanup(func() { runPollInterval = prev })
 	return f
 }
 

@@ -77,6 +77,8 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 			m.userCommand(),
 			m.robotCommand(),
 			m.quotaCommand(),
+			m.immutableCommand(),
+			m.retentionCommand(),
 		}, m.loginCommands()...), m.versionCommand()),
 	}
 	for _, c := range app.Commands {

@@ -79,6 +79,7 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 			m.quotaCommand(),
 			m.immutableCommand(),
 			m.retentionCommand(),
+			m.auditCommand(),
 		}, m.loginCommands()...), m.versionCommand()),
 	}
 	for _, c := range app.Commands {

@@ -260,3 +260,25 @@ func newTokenServer(t *testing.T, body string) string {
 	t.Cleanup(srv.Close)
 	return srv.URL
 }
+
+func TestErrorMessage(t *testing.T) {
+	for in, want := range map[string]string{
+		`{"error":"project team is not empty"}`:                                    "project team is not empty",
+		`{"error":"invalid_grant","error_description":"refresh token expired"}`:    "invalid_grant: refresh token expired",
+		`{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`: "authentication required",
+		`{"errors":[{"code":"DENIED"}]}`:                                           "DENIED",
+		"  no JSON here\n":                                                         "no JSON here",
+		`{"error":{"nested":true}}`:                                                `{"error":{"nested":true}}`,
+	} {
+		if got := errorMessage([]byte(in)); got != want {
+			t.Errorf("errorMessage(%s) = %q, want %q", in, got, want)
+		}
+	}
+	if got := errorMessage([]byte(strings.Repeat("x", 2000))); len(got) > 600 {
+		t.Errorf("a long body is not cut: %d bytes", len(got))
+	}
+	// OAuth2's refusal of a refresh token is a 400 invalid_grant.
+	if !(&tokenError{Status: 400, Msg: "invalid_grant: expired"}).refused() || (&tokenError{Status: 400, Msg: "invalid_request"}).refused() {
+		t.Error("refused() misreads a 400")
+	}
+}

@@ -80,15 +80,19 @@ func (c *call) send(method, path string, in, out any) (http.Header, error) {
 }
 
 // listPages reads every page of a list endpoint paged with page and
-// page_size (GET /projects, GET /users).
+// page_size (GET /projects, GET /users). It gives up after maxListPages,
+// rather than loop on a server that ignores page.
 func listPages[T any](c *call, path string, q url.Values) ([]T, error) {
 	const size = 100
 	if q == nil {
 		q = url.Values{}
 	}
 	q.Set("page_size", strconv.Itoa(size))
-	var all []T
+	all := []T{} // [] in JSON, not null
 	for page := 1; ; page++ {
+		if page > maxListPages {
+			return nil, fmt.Errorf("GET %s: more than %d pages of %d; is the server ignoring page=?", path, maxListPages, size)
+		}
 		q.Set("page", strconv.Itoa(page))
 		var items []T
 		if err := c.do(http.MethodGet, path+"?"+q.Encode(), nil, &items); err != nil {
@@ -100,6 +104,9 @@ func listPages[T any](c *call, path string, q url.Values) ([]T, error) {
 		}
 	}
 }
+
+// maxListPages bounds the pages listPages reads.
+const maxListPages = 10_000
 
 // print writes v as JSON, or as table writes it.
 func (c *call) print(v any, table func(w io.Writer) error) error {

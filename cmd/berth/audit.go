@@ -80,7 +80,7 @@ func (m *Main) auditCommand() *cli.Command {
 			if limit < 1 {
 				return fmt.Errorf("limit %d: want at least 1", limit)
 			}
-			var events []policy.AuditEvent
+			events := []policy.AuditEvent{} // [] in JSON, not null
 			for {
 				size := min(limit, auditPageMax)
 				if !all {

@@ -129,9 +129,15 @@ func TestAuditPages(t *testing.T) {
 		t.Errorf("--all requests %+v", rs)
 	}
 
+	f.on("GET", "audit", ok([]policy.AuditEvent{}))
+	if out := f.mustRun("audit", "-o", "json"); strings.TrimSpace(out) != "[]" {
+		t.Errorf("no events in JSON: %q, want []", out)
+	}
+
 	// A server that sends the same page again does not loop.
 	f.wantRequests(
-		[2]string{"GET /api/v1/audit", ""}, [2]string{"GET /api/v1/audit", ""}, [2]string{"GET /api/v1/audit", ""})
+		[2]string{"GET /api/v1/audit", ""}, [2]string{"GET /api/v1/audit", ""}, [2]string{"GET /api/v1/audit", ""},
+		[2]string{"GET /api/v1/audit", ""})
 	f.on("GET", "audit", fakeAnswer{Status: http.StatusOK, Body: events(9, 8), Header: next("8")})
 	if _, _, err := f.runCLI("", "audit", "--all"); err == nil || !strings.Contains(err.Error(), "same next page") {
 		t.Errorf("a loop of pages: %v", err)

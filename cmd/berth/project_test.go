@@ -69,6 +69,10 @@ func TestProjectListPages(t *testing.T) {
 		t.Errorf("requests %+v", rs)
 	}
 
+	f.on("GET", "projects", ok([]projectView{}))
+	if out := f.mustRun("project", "list", "-o", "json"); strings.TrimSpace(out) != "[]" {
+		t.Errorf("no projects in JSON: %q, want []", out)
+	}
 	f.on("GET", "projects", ok([]projectView{teamProject}))
 	out = f.mustRun("project", "list")
 	if !strings.HasPrefix(out, "NAME") || !strings.Contains(out, "team") || !strings.Contains(out, "private") {

@@ -115,13 +115,6 @@ func (f *fakeAPI) tokenGrants() []url.Values {
 	return append([]url.Values(nil), f.grants...)
 }
 
-// dropAccessTokens makes the access tokens handed out so far invalid.
-func (f *fakeAPI) dropAccessTokens() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.access = map[string]string{}
-}
-
 func (f *fakeAPI) serve(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == tokenPath {
 		f.token(w, r)

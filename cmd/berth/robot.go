@@ -156,9 +156,8 @@ func (m *Main) robotCommand() *cli.Command {
 				return err
 			}
 			r.Disabled = disabled
-			// The PUT writes what may change of a robot: the rest as it is.
-			in := map[string]any{"description": r.Description, "disabled": disabled, "expires_at": r.Expires, "permissions": r.Permissions}
-			if err := c.do(http.MethodPut, path, in, nil); err != nil {
+			// The PUT changes only the fields it names.
+			if err := c.do(http.MethodPut, path, map[string]any{"disable": disabled}, nil); err != nil {
 				return err
 			}
 			return c.print(r, func(w io.Writer) error { return printRobot(w, r) })

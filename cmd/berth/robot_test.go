@@ -190,15 +190,14 @@ func TestRobotCommands(t *testing.T) {
 	}
 	f.mustRun("robot", "delete", "team+ci")
 
-	perms := `[{"kind":"project","namespace":"team","access":[{"resource":"repository","action":"pull"},{"resource":"repository","action":"push"}]}]`
 	f.wantRequests(
 		[2]string{"GET /api/v1/projects/team/robots", ""},
 		[2]string{"GET /api/v1/robots", ""},
 		[2]string{"GET /api/v1/robots/robot$team+ci", ""},
 		[2]string{"GET /api/v1/robots/robot$team+ci", ""},
-		[2]string{"PUT /api/v1/robots/robot$team+ci", `{"description":"CI","disabled":true,"expires_at":1800000000000000000,"permissions":` + perms + `}`},
+		[2]string{"PUT /api/v1/robots/robot$team+ci", `{"disable":true}`},
 		[2]string{"GET /api/v1/robots/robot$team+ci", ""},
-		[2]string{"PUT /api/v1/robots/robot$team+ci", `{"description":"CI","disabled":false,"expires_at":1800000000000000000,"permissions":` + perms + `}`},
+		[2]string{"PUT /api/v1/robots/robot$team+ci", `{"disable":false}`},
 		[2]string{"POST /api/v1/robots/robot$team+ci/secret", `{}`},
 		[2]string{"DELETE /api/v1/robots/robot$team+ci", ""},
 	)

@@ -288,8 +288,8 @@ func (a *AccessAuth) bearer(ctx context.Context, raw string) (Identity, *accessC
 	if err != nil {
 		return anon, nil, err
 	}
-	if acct.Gen != c.Gen {
-		return anon, nil, fmt.Errorf("%w: the credentials of %s changed after the token was issued", ErrUnauthorized, c.Subject)
+	if !issuedFor(acct, c.UID, c.Gen) {
+		return anon, nil, fmt.Errorf("%w: account %s was re-created, or its credentials changed, after the token was issued", ErrUnauthorized, c.Subject)
 	}
 	return identityOf(acct.Principal), c, nil
 }
@@ -315,9 +315,9 @@ func (a *AccessAuth) account(ctx context.Context, name string) (policy.Account, 
 
 // basic authenticates a user or robot by password or secret. A success is
 // cached for credentialCacheTTL under an HMAC of the credentials; a cached
-// one still needs the account as it is now (account), with the same
-// credential generation, so a deleted robot or a changed password stops
-// working within accountCacheTTL. A failure is audited as login_failed.
+// one still needs the account as it is now (account), with the same id
+// and credential generation, so a deleted robot or a changed password
+// stops working within accountCacheTTL. A failure is audited as login_failed.
 func (a *AccessAuth) basic(r *http.Request, user, password string) (policy.Account, error) {
 	ctx := r.Context()
 	if user == "" || len(user) > maxCredentialLength || len(password) > maxCredentialLength {
@@ -328,7 +328,7 @@ func (a *AccessAuth) basic(r *http.Request, user, password string) (policy.Accou
 	now := a.now()
 	if cached, ok := a.creds.get(key, now); ok {
 		cur, err := a.account(ctx, user)
-		if err == nil && cur.Gen == cached.Gen {
+		if err == nil && issuedFor(cur, cached.ID, cached.Gen) {
 			return cur, nil
 		}
 		a.creds.drop(key)

@@ -69,12 +69,15 @@ type tokenAccess struct {
 	Actions []string `json:"actions"`
 }
 
-// accessClaims are an access token's claims. Gen is the subject's
-// credential generation when it was issued: a password or secret change
-// ends the token too, not only its refresh token.
+// accessClaims are an access token's claims. UID and Gen are the
+// subject's account id and credential generation when it was issued: a
+// password or secret change ends the token too, not only its refresh
+// token, and a deleted account re-created under the same name is not its
+// subject.
 type accessClaims struct {
 	jwt.RegisteredClaims
 	Access []tokenAccess `json:"access"`
+	UID    uint64        `json:"uid,omitempty"`
 	Gen    uint64        `json:"gen,omitempty"`
 }
 
@@ -99,7 +102,14 @@ func (c *accessClaims) allows(need Access) bool {
 // refreshClaims are a refresh token's claims.
 type refreshClaims struct {
 	jwt.RegisteredClaims
+	UID uint64 `json:"uid"`
 	Gen uint64 `json:"gen"`
+}
+
+// issuedFor reports whether a token issued for account id uid at
+// credential generation gen belongs to acct as it is now.
+func issuedFor(acct policy.Account, uid, gen uint64) bool {
+	return acct.ID == uid && acct.Gen == gen
 }
 
 // tokens issues and verifies tokens.
@@ -175,7 +185,7 @@ func (t *tokens) issueAccess(ctx context.Context, acct *policy.Account, access [
 	c := &accessClaims{Access: access}
 	subject := ""
 	if acct != nil {
-		subject, c.Gen = acct.Principal.Name, acct.Gen
+		subject, c.UID, c.Gen = acct.Principal.Name, acct.ID, acct.Gen
 	}
 	if c.Access == nil {
 		c.Access = []tokenAccess{}
@@ -187,7 +197,7 @@ func (t *tokens) issueAccess(ctx context.Context, acct *policy.Account, access [
 
 // issueRefresh signs a refresh token for acct.
 func (t *tokens) issueRefresh(ctx context.Context, acct policy.Account) (string, error) {
-	c := &refreshClaims{Gen: acct.Gen}
+	c := &refreshClaims{UID: acct.ID, Gen: acct.Gen}
 	c.RegisteredClaims = t.registered(acct.Principal.Name, t.refreshAud, t.now(), t.refreshTTL)
 	return t.sign(ctx, c)
 }

@@ -182,7 +182,8 @@ func (a *AccessAuth) tokenParams(w http.ResponseWriter, r *http.Request, v url.V
 }
 
 // refresh checks a refresh token: its signature and claims, and that its
-// subject still exists with the credentials it had when it was issued.
+// subject is still the account it was issued for, with the same
+// credentials.
 func (a *AccessAuth) refresh(r *http.Request, raw string) (policy.Account, error) {
 	c, err := a.tokens.verifyRefresh(raw)
 	if err != nil {
@@ -196,9 +197,9 @@ func (a *AccessAuth) refresh(r *http.Request, raw string) (policy.Account, error
 		}
 		return policy.Account{}, err
 	}
-	if acct.Gen != c.Gen {
+	if !issuedFor(acct, c.UID, c.Gen) {
 		a.loginFailed(r, c.Subject)
-		return policy.Account{}, fmt.Errorf("%w: the credentials of %s changed after the refresh token was issued", ErrUnauthorized, c.Subject)
+		return policy.Account{}, fmt.Errorf("%w: account %s was re-created, or its credentials changed, after the refresh token was issued", ErrUnauthorized, c.Subject)
 	}
 	return acct, nil
 }

@@ -44,10 +44,11 @@ func forge(t *testing.T, method jwt.SigningMethod, key any, kid any, c jwt.Claim
 	return s
 }
 
-// validClaims are the claims of a good token of dev that may pull
-// own/img, issued at now.
-func validClaims(now time.Time) *accessClaims {
+// validClaims are the claims of a good token of dev (account id uid)
+// that may pull own/img, issued at now.
+func validClaims(now time.Time, uid uint64) *accessClaims {
 	return &accessClaims{
+		UID: uid,
 		RegisteredClaims: jwt.RegisteredClaims{
 			Issuer:    "berth",
 			Subject:   "dev",
@@ -81,7 +82,12 @@ func testTokenAttacks(t *testing.T, tr *testRegistry, _ fixture) {
 		t.Fatal(err)
 	}
 	pubPEM := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+	dev, err := tr.node.LookupAccount(ctx, "dev")
+	if err != nil {
+		t.Fatal(err)
+	}
 	now := tr.clock.now()
+	validClaims := func(now time.Time) *accessClaims { return validClaims(now, dev.ID) }
 	edit := func(fn func(c *accessClaims)) *accessClaims {
 		c := validClaims(now)
 		fn(c)
@@ -162,6 +168,7 @@ func testTokenAttacks(t *testing.T, tr *testRegistry, _ fixture) {
 		{"tampered claims", parts[0] + "." + base64.RawURLEncoding.EncodeToString(payload) + "." + parts[2]},
 		{"unknown subject", forge(t, jwt.SigningMethodEdDSA, priv, kid, edit(func(c *accessClaims) { c.Subject = "ghost" }))},
 		{"older credentials", forge(t, jwt.SigningMethodEdDSA, priv, kid, edit(func(c *accessClaims) { c.Gen = 7 }))},
+		{"another account of the same name", forge(t, jwt.SigningMethodEdDSA, priv, kid, edit(func(c *accessClaims) { c.UID += 1000 }))},
 		{"not a JWT", "not-a-token"},
 		{"too long", strings.Repeat("a", maxTokenLength+1)},
 	}
@@ -329,9 +336,10 @@ func testDockerLogin(t *testing.T, tr *testRegistry, _ fixture) {
 	tr.mustToken(t, asUser(user, "Changed-pass-2"), "repository:own/docker:pull")
 }
 
-// testRevokedAccounts: the tokens and basic credentials of a robot that
-// is deleted or disabled, or of a user who is deleted, stop working as
-// soon as the account cache forgets them — at most accountCacheTTL.
+// testRevokedAccounts: the access and refresh tokens and the basic
+// credentials of a robot that is deleted, disabled or deleted and created
+// again under its name, or of a user who is deleted, stop working as soon
+// as the account cache forgets them — at most accountCacheTTL.
 func testRevokedAccounts(t *testing.T, tr *testRegistry, _ fixture) {
 	ctx := t.Context()
 	newRobot := func(short string) (policy.Robot, string) {
@@ -366,6 +374,19 @@ func testRevokedAccounts(t *testing.T, tr *testRegistry, _ fixture) {
 				_, err = tr.node.UpdateRobot(ctx, r)
 				return err
 			}},
+		{"re-created robot", func() (string, string) { r, s := newRobot("again"); return r.Name, s },
+			func(user string) error {
+				if err := tr.node.DeleteRobot(ctx, user); err != nil {
+					return err
+				}
+				_, _, err := tr.node.CreateRobot(ctx, policy.Robot{
+					Name: user, Level: policy.RobotProject, Project: ownProject,
+					Permissions: []policy.RobotPermission{{Kind: "project", Namespace: ownProject, Access: []policy.Access{
+						{Resource: policy.ResRepository, Action: policy.ActPull},
+					}}},
+				}, "")
+				return err
+			}},
 		{"deleted user", func() (string, string) {
 			if _, err := tr.node.CreateUser(ctx, policy.User{Name: "leaver"}, passwordOf("leaver"), false); err != nil {
 				t.Fatal(err)
@@ -379,7 +400,14 @@ func testRevokedAccounts(t *testing.T, tr *testRegistry, _ fixture) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			user, pass := tt.create()
-			tok := tr.mustToken(t, asUser(user, pass), "repository:own/img:pull").Token
+			q := url.Values{"service": {"berth"}, "offline_token": {"true"}, "scope": {"repository:own/img:pull"}}
+			resp := tr.do(t, http.MethodGet, TokenPath+"?"+q.Encode(), nil, asUser(user, pass))
+			wantStatus(t, resp, http.StatusOK)
+			var login tokenResponse
+			if err := json.Unmarshal(resp.body, &login); err != nil || login.RefreshToken == "" {
+				t.Fatalf("login: %s", resp.body)
+			}
+			tok := login.Token
 			wantStatus(t, tr.do(t, http.MethodGet, path, nil, bearer(tok)), http.StatusOK)
 			wantStatus(t, tr.do(t, http.MethodGet, path, nil, asUser(user, pass)), http.StatusOK)
 			if err := tt.revoke(user); err != nil {
@@ -388,7 +416,9 @@ func testRevokedAccounts(t *testing.T, tr *testRegistry, _ fixture) {
 			tr.clock.advance(accountCacheTTL + time.Second)
 			wantChallenge(t, tr, tr.do(t, http.MethodGet, path, nil, bearer(tok)), "repository:own/img:pull")
 			wantChallenge(t, tr, tr.do(t, http.MethodGet, path, nil, asUser(user, pass)), "repository:own/img:pull")
-			resp, _ := tr.tokenFor(t, asUser(user, pass), "repository:own/img:pull")
+			resp, _ = tr.tokenFor(t, asUser(user, pass), "repository:own/img:pull")
+			wantStatus(t, resp, http.StatusUnauthorized)
+			resp, _ = tr.postToken(t, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {login.RefreshToken}, "client_id": {"test"}})
 			wantStatus(t, resp, http.StatusUnauthorized)
 		})
 	}

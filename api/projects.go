@@ -178,7 +178,8 @@ func (h *Handler) createProject(w http.ResponseWriter, r *http.Request, p policy
 		return
 	}
 	quota := policy.NoQuota
-	if req.StorageLimit != nil || req.CountLimit != nil {
+	limited := func(v *int64) bool { return v != nil && *v != policy.Unlimited }
+	if limited(req.StorageLimit) || limited(req.CountLimit) {
 		if !p.Admin {
 			h.fail(w, r, forbidden("only system administrators set quotas"))
 			return

@@ -476,7 +476,7 @@ func (n *Node) authenticate(name, secret string) (policy.Account, bool, error) {
 			return policy.Account{}, false, nil
 		}
 		rb := r.Robot
-		return policy.Account{Principal: policy.Principal{Kind: policy.PrincipalRobot, Name: name, Robot: &rb}, Gen: r.Gen}, true, nil
+		return policy.Account{Principal: policy.Principal{Kind: policy.PrincipalRobot, Name: name, Robot: &rb}, ID: rb.ID, Gen: r.Gen}, true, nil
 	}
 	u, found, err := n.fsm.user(name)
 	if err != nil {
@@ -492,7 +492,7 @@ func (n *Node) authenticate(name, secret string) (policy.Account, bool, error) {
 	if bcrypt.CompareHashAndPassword(u.Hash, []byte(secret)) != nil {
 		return policy.Account{}, false, nil
 	}
-	return policy.Account{Principal: policy.Principal{Kind: policy.PrincipalUser, Name: name, Admin: u.Admin}, Gen: u.Gen}, true, nil
+	return policy.Account{Principal: policy.Principal{Kind: policy.PrincipalUser, Name: name, Admin: u.Admin}, ID: u.ID, Gen: u.Gen}, true, nil
 }
 
 // LookupAccount returns the current state of account name without its
@@ -510,7 +510,7 @@ func (n *Node) LookupAccount(ctx context.Context, name string) (policy.Account, 
 				return policy.Account{}, fmt.Errorf("robot %s is disabled or expired: %w", name, oci.ErrNotFound)
 			}
 			rb := r.Robot
-			return policy.Account{Principal: policy.Principal{Kind: policy.PrincipalRobot, Name: name, Robot: &rb}, Gen: r.Gen}, nil
+			return policy.Account{Principal: policy.Principal{Kind: policy.PrincipalRobot, Name: name, Robot: &rb}, ID: rb.ID, Gen: r.Gen}, nil
 		}
 		u, found, err := n.fsm.user(name)
 		if err != nil {
@@ -519,7 +519,7 @@ func (n *Node) LookupAccount(ctx context.Context, name string) (policy.Account, 
 		if !found {
 			return policy.Account{}, fmt.Errorf("user %s: %w", name, oci.ErrNotFound)
 		}
-		return policy.Account{Principal: policy.Principal{Kind: policy.PrincipalUser, Name: name, Admin: u.Admin}, Gen: u.Gen}, nil
+		return policy.Account{Principal: policy.Principal{Kind: policy.PrincipalUser, Name: name, Admin: u.Admin}, ID: u.ID, Gen: u.Gen}, nil
 	})
 }
 

@@ -288,10 +288,13 @@ func (p Principal) String() string {
 	return fmt.Sprintf("%s %s", p.Kind, p.Name)
 }
 
-// Account is an authenticated account: its principal and the generation
-// of its credentials (a password or secret change raises it, so that
-// refresh tokens issued before stop working).
+// Account is an authenticated account: its principal, its id (a deleted
+// and re-created account gets a new one, so that tokens of the old one do
+// not pass for it) and the generation of its credentials (a password or
+// secret change raises it, so that refresh tokens issued before stop
+// working).
 type Account struct {
 	Principal Principal
+	ID        uint64
 	Gen       uint64
 }

@@ -3,6 +3,9 @@ package registry
 import (
 	"context"
 	"net/http"
+
+	"github.com/berth-registry/berth/oci"
+	"github.com/berth-registry/berth/policy"
 )
 
 // Action is what a request wants to do to a repository.
@@ -28,18 +31,44 @@ type Access struct {
 type Identity struct {
 	Name  string
 	Admin bool
+	// Principal is the caller as access decisions see it (policy.Anonymous
+	// for a request without credentials).
+	Principal policy.Principal
+}
+
+// actor is how the audit log names the caller.
+func (id Identity) actor() string {
+	if id.Name == "" {
+		return policy.PrincipalAnonymous
+	}
+	return id.Name
 }
 
 // Authorizer makes every access decision of the registry in one place. It
 // returns ErrUnauthorized when the request carries no (valid) credentials and
 // they would help — the registry answers 401 with the challenge from
 // Challenge — and ErrDenied when the credentials are valid but not enough.
-// A later issue replaces the single-admin implementation with projects,
-// roles and token auth behind this same interface.
+// NewAccessAuth is the implementation with projects, roles, robots and
+// token auth; NewAdminAuth the single-admin one of the first release.
 type Authorizer interface {
 	Authorize(r *http.Request, need Access) (Identity, error)
 	// Challenge is the WWW-Authenticate value sent with a 401 for need.
 	Challenge(r *http.Request, need Access) string
+}
+
+// CatalogFilter is implemented by an Authorizer whose callers may see only
+// part of the catalog. Visible returns the test the catalog applies to
+// each repository name, for the caller id; it is used for one request.
+type CatalogFilter interface {
+	Visible(ctx context.Context, id Identity) func(repo string) (bool, error)
+}
+
+// PullRecorder is told of every successful manifest GET (not HEAD), with
+// the digest it served: the audit log and retention's "pulled" rules count
+// them. It must not block. An Authorizer that implements it (NewAccessAuth's
+// does) receives them.
+type PullRecorder interface {
+	RecordPull(repo string, d oci.Digest, actor policy.Actor)
 }
 
 // PasswordChecker verifies a user's password against the state machine.

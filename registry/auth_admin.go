@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/berth-registry/berth/policy"
 )
 
 // Admin-auth cache bounds: a successful password check is remembered this
@@ -54,7 +56,7 @@ var _ Authorizer = (*adminAuth)(nil)
 // Clients that go on anonymously after a Basic challenge (go-containerregistry,
 // containers/image, oras, regclient) still pull anonymously; the docker CLI
 // cannot pull from a Basic-auth registry without logging in (that needs the
-// token service of a later issue).
+// token service of NewAccessAuth).
 //
 // Empty basic credentials (containers/image sends "Basic Og==" when it has
 // none) count as none. The challenge is `Basic realm="<realm>"`. A
@@ -93,9 +95,9 @@ func (a *adminAuth) Authorize(r *http.Request, need Access) (Identity, error) {
 	}
 	if !hasCreds {
 		if readOnly && !root && a.anonymousPull {
-			return Identity{}, nil
+			return Identity{Principal: policy.Anonymous}, nil
 		}
-		return Identity{}, ErrUnauthorized
+		return Identity{Principal: policy.Anonymous}, ErrUnauthorized
 	}
 	id, err := a.check(r, user, password)
 	if err != nil {
@@ -127,7 +129,7 @@ func (a *adminAuth) check(r *http.Request, user, password string) (Identity, err
 	if !ok {
 		return Identity{}, ErrUnauthorized
 	}
-	id := Identity{Name: user, Admin: admin}
+	id := Identity{Name: user, Admin: admin, Principal: policy.Principal{Kind: policy.PrincipalUser, Name: user, Admin: admin}}
 	a.remember(key, id, now)
 	return id, nil
 }

@@ -3,9 +3,11 @@
 // state machine.
 //
 // A Registry is built with New from a Config, a State (the last applied Raft
-// state, implemented by cluster) and an Authorizer (NewAdminAuth for the
-// single-admin setup). Handler serves the API; Run collects garbage and
-// purges idle uploads on a schedule; GC runs one collection on demand.
+// state, implemented by cluster) and an Authorizer: NewAccessAuth for
+// projects, roles, robots and Docker token auth (its TokenHandler is the
+// token service, mounted at TokenPath), NewAdminAuth for the single-admin
+// setup. Handler serves the API; Run collects garbage and purges idle
+// uploads on a schedule; GC runs one collection on demand.
 // Middleware, which cmd wraps around its whole ServeMux, gives every request
 // an id, an access log line and its metrics.
 //

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/berth-registry/berth/oci"
+	"github.com/berth-registry/berth/policy"
 )
 
 // Errors of the registry's HTTP layer. Storage sentinels (ErrUploadUnknown,
@@ -75,10 +77,11 @@ var errorTable = map[errorCode]struct {
 // apiError is an error a handler built on purpose: a code, optionally a
 // status other than the table's, and a detail safe to show to the client.
 type apiError struct {
-	code   errorCode
-	status int // 0: the table's
-	detail any
-	err    error // the cause, for errors.Is and the log
+	code    errorCode
+	status  int    // 0: the table's
+	message string // "": the table's
+	detail  any
+	err     error // the cause, for errors.Is and the log
 }
 
 func (e *apiError) Error() string {
@@ -106,7 +109,7 @@ func withDetail(err error, detail any) error {
 		return &cp
 	}
 	code, status := classify(err)
-	return &apiError{code: code, status: status, detail: detail, err: err}
+	return &apiError{code: code, status: status, message: policyMessage(err), detail: detail, err: err}
 }
 
 // classify maps a domain error to its OCI code and HTTP status.
@@ -127,6 +130,8 @@ func classify(err error) (errorCode, int) {
 		code, status = codeDenied, http.StatusConflict
 	case errors.Is(err, oci.ErrPreconditionFailed):
 		code, status = codeDenied, http.StatusPreconditionFailed
+	case errors.Is(err, policy.ErrNoProject):
+		code = codeNameUnknown
 	case errors.Is(err, ErrDenied), errors.Is(err, oci.ErrDenied):
 		code = codeDenied
 	case errors.Is(err, ErrBlobTooLarge):
@@ -150,6 +155,24 @@ func classify(err error) (errorCode, int) {
 		code = codeManifestUnknown
 	}
 	return code, statusOf(code, status)
+}
+
+// policyMessage is the message a client sees for a refusal by the access
+// model — a quota, an immutable tag, a missing project — so that `docker
+// push` prints why: the state's own text, which names only projects,
+// repositories, tags, digests and numbers, without the trailing text of
+// the OCI sentinel it wraps. Any other error gets the table's message ("").
+func policyMessage(err error) string {
+	var sentinel error
+	switch {
+	case errors.Is(err, policy.ErrQuotaExceeded), errors.Is(err, policy.ErrImmutable):
+		sentinel = oci.ErrDenied
+	case errors.Is(err, policy.ErrNoProject):
+		sentinel = oci.ErrNotFound
+	default:
+		return ""
+	}
+	return strings.TrimSuffix(err.Error(), ": "+sentinel.Error())
 }
 
 func statusOf(code errorCode, override int) int {
@@ -179,9 +202,13 @@ const retryAfterSeconds = 1
 func (reg *Registry) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	code, status := classify(err)
 	var detail any
+	message := policyMessage(err)
 	var ae *apiError
 	if errors.As(err, &ae) {
 		detail = ae.detail
+		if ae.message != "" {
+			message = ae.message
+		}
 	}
 	switch code {
 	case codeUnknown:
@@ -195,16 +222,25 @@ func (reg *Registry) writeError(w http.ResponseWriter, r *http.Request, err erro
 		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
 		reg.logFor(r).Warn("state unavailable", keyError, err)
 	}
-	writeErrorCode(w, code, status, detail)
+	writeErrorMessage(w, code, status, message, detail)
 }
 
 // writeErrorCode writes the envelope for one code, with the table's status
 // unless status overrides it.
 func writeErrorCode(w http.ResponseWriter, code errorCode, status int, detail any) {
+	writeErrorMessage(w, code, status, "", detail)
+}
+
+// writeErrorMessage is writeErrorCode with a message other than the
+// table's ("" keeps it).
+func writeErrorMessage(w http.ResponseWriter, code errorCode, status int, message string, detail any) {
 	status = statusOf(code, status)
+	if message == "" {
+		message = errorTable[code].message
+	}
 	body, _ := json.Marshal(errorBody{Errors: []errorEntry{{
 		Code:    code,
-		Message: errorTable[code].message,
+		Message: message,
 		Detail:  detail,
 	}}})
 	h := w.Header()

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/berth-registry/berth/oci"
+	"github.com/berth-registry/berth/policy"
 )
 
 // errBlobUnknown is BLOB_UNKNOWN.
@@ -27,9 +28,10 @@ func (reg *Registry) blobLinked(ctx context.Context, repo string, d oci.Digest) 
 	return nil
 }
 
-// notFoundAs maps a not-found error to the given API error, keeping others.
+// notFoundAs maps a not-found error to the given API error, keeping others
+// (and a missing project, which has its own answer).
 func notFoundAs(err error, as *apiError) error {
-	if errors.Is(err, oci.ErrNotFound) {
+	if errors.Is(err, oci.ErrNotFound) && !errors.Is(err, policy.ErrNoProject) {
 		return as
 	}
 	return err

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/berth-registry/berth/oci"
+	"github.com/berth-registry/berth/policy"
 )
 
 var (
@@ -62,7 +63,8 @@ func tagVersionHeader(r *http.Request) (oci.TagVersion, error) {
 // getManifest answers GET and HEAD of a manifest by tag or digest with the
 // stored bytes and media type. The Accept header is not used to refuse: the
 // stored content is served as it was pushed, as distribution does for OCI
-// types.
+// types. A GET is a pull: the PullRecorder counts it under the digest it
+// served (a HEAD only resolves).
 func (reg *Registry) getManifest(w http.ResponseWriter, r *http.Request, rt route) {
 	d, err := reg.resolve(r.Context(), rt.name, rt.arg)
 	reg.setTagVersion(w, r, rt.name, rt.arg)
@@ -85,6 +87,9 @@ func (reg *Registry) getManifest(w http.ResponseWriter, r *http.Request, rt rout
 		return
 	}
 	writeBody(w, http.StatusOK, rec.MediaType, payload)
+	if reg.pulls != nil {
+		reg.pulls.RecordPull(rt.name, d, policy.ActorFrom(r.Context()))
+	}
 }
 
 // putManifest answers PUT of a manifest by tag or digest. The body is

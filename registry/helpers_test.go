@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berth-registry/berth/cluster"
 	"github.com/berth-registry/berth/oci"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -69,6 +70,10 @@ type testOpts struct {
 	auth            Authorizer // replaces the admin authorizer
 	maxBlobSize     int64
 	gcGrace         time.Duration
+	// access builds the registry with NewAccessAuth over the node (users,
+	// projects, robots and tokens in the state) and mounts its token
+	// service, instead of the admin authorizer.
+	access bool
 }
 
 // testRegistry is a Registry behind Middleware on an httptest server, as cmd
@@ -80,6 +85,14 @@ type testRegistry struct {
 	users *fakeUsers
 	prom  *prometheus.Registry
 	logs  *syncBuffer
+	// user and pass are the credentials do sends unless told otherwise.
+	user, pass string
+
+	// With testOpts.access: the node behind state, the Authorizer and its
+	// clock.
+	node   *cluster.Node
+	access *AccessAuth
+	clock  *fakeClock
 }
 
 // newTestRegistry is the one way the suite builds a registry: every test
@@ -101,12 +114,18 @@ func newTestRegistry(t testing.TB, opts testOpts) *testRegistry {
 		users: &fakeUsers{},
 		prom:  prometheus.NewRegistry(),
 		logs:  &syncBuffer{},
+		user:  adminUser,
+		pass:  adminPass,
 	}
+	logger := slog.New(slog.NewJSONHandler(tr.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	auth := opts.auth
+	if opts.access {
+		tr.newAccessAuth(t, cfg.AnonymousPull, logger)
+		auth = tr.access
+	}
 	if auth == nil {
 		auth = NewAdminAuth(tr.users, cfg.AnonymousPull, "berth")
 	}
-	logger := slog.New(slog.NewJSONHandler(tr.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	reg, err := New(cfg, tr.state, auth, logger, tr.prom)
 	if err != nil {
 		t.Fatalf("New: %v", err)
@@ -114,6 +133,9 @@ func newTestRegistry(t testing.TB, opts testOpts) *testRegistry {
 	tr.reg = reg
 	mux := http.NewServeMux()
 	mux.Handle("/v2/", reg.Handler())
+	if tr.access != nil {
+		mux.Handle(TokenPath, tr.access.TokenHandler())
+	}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
 	tr.srv = httptest.NewServer(Middleware(mux, logger, tr.prom))
 	t.Cleanup(func() {
@@ -149,7 +171,8 @@ func asUser(u, p string) reqOpt { return func(r *http.Request) { r.SetBasicAuth(
 
 func anonymous() reqOpt { return func(r *http.Request) { r.Header.Del("Authorization") } }
 
-// do sends a request as the admin unless an option says otherwise.
+// do sends a request as the admin (tr.user) unless an option says
+// otherwise.
 func (tr *testRegistry) do(t *testing.T, method, path string, body []byte, opts ...reqOpt) *response {
 	t.Helper()
 	var rd io.Reader
@@ -160,7 +183,7 @@ func (tr *testRegistry) do(t *testing.T, method, path string, body []byte, opts 
 	if err != nil {
 		t.Fatalf("new request: %v", err)
 	}
-	req.SetBasicAuth(adminUser, adminPass)
+	req.SetBasicAuth(tr.user, tr.pass)
 	for _, o := range opts {
 		o(req)
 	}

@@ -1,11 +1,14 @@
 package registry
 
 import (
+	"context"
 	"errors"
+	"net"
 	"net/http"
 	"strings"
 
 	"github.com/berth-registry/berth/oci"
+	"github.com/berth-registry/berth/policy"
 )
 
 // maxPathLength bounds a request path: a name (255), a keyword and a digest
@@ -178,9 +181,13 @@ func (reg *Registry) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if !reg.authorize(w, r, accessFor(rt, r.Method)) {
+	id, ok := reg.authorize(w, r, accessFor(rt, r.Method))
+	if !ok {
 		return
 	}
+	// The state audits its writes as the context's actor.
+	ctx := policy.WithActor(r.Context(), policy.Actor{Name: id.actor(), Addr: clientIP(r)})
+	r = r.WithContext(context.WithValue(ctx, identityKey{}, id))
 	if rt.kind == routeUpload && reg.proxyUpload(w, r, rt) {
 		return
 	}
@@ -188,18 +195,37 @@ func (reg *Registry) serve(w http.ResponseWriter, r *http.Request) {
 }
 
 // authorize is the one place requests are checked against the Authorizer.
-// It answers the request itself (401 with the challenge, 403) and returns
-// false when the request may not go on.
-func (reg *Registry) authorize(w http.ResponseWriter, r *http.Request, need Access) bool {
-	_, err := reg.auth.Authorize(r, need)
+// It answers the request itself (401 with the challenge, 403, 404 for a
+// missing project) and returns false when the request may not go on.
+func (reg *Registry) authorize(w http.ResponseWriter, r *http.Request, need Access) (Identity, bool) {
+	id, err := reg.auth.Authorize(r, need)
 	if err == nil {
-		return true
+		return id, true
 	}
 	if errors.Is(err, ErrUnauthorized) {
 		w.Header().Set("WWW-Authenticate", reg.auth.Challenge(r, need))
 	}
 	reg.writeError(w, r, err)
-	return false
+	return id, false
+}
+
+// clientIP is the address of r's client, without the port: the audit
+// log's Addr.
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// identityKey carries the authorized Identity in a request's context.
+type identityKey struct{}
+
+// identityFrom returns the Identity serve authorized the request as.
+func identityFrom(ctx context.Context) Identity {
+	id, _ := ctx.Value(identityKey{}).(Identity)
+	return id
 }
 
 // allowed asks the Authorizer without answering the request: for secondary

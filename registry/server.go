@@ -33,7 +33,7 @@ type Config struct {
 	MaxBlobSize int64
 	// AnonymousPull lets clients without credentials pull. The Registry
 	// itself does not read it: cmd passes it to the Authorizer
-	// (NewAdminAuth).
+	// (AuthConfig.AnonymousPull, or NewAdminAuth).
 	AnonymousPull bool
 }
 
@@ -79,6 +79,9 @@ type Registry struct {
 	metrics   *registryMetrics
 	routes    *routeTable
 	handler   http.Handler
+	// From the Authorizer, when it implements them; nil otherwise.
+	pulls   PullRecorder
+	catalog CatalogFilter
 
 	// Set by JoinCluster; nil on a one-node registry.
 	peers   BlobPeers
@@ -161,7 +164,9 @@ func (m *registryMetrics) unregister() {
 
 // New opens the blob store and upload sessions under cfg.DataDir and
 // returns a Registry that keeps its metadata in state and asks auth about
-// every request. reg may be nil (no metrics); logger may be nil.
+// every request. When auth is also a CatalogFilter, the catalog lists only
+// what it lets each caller see; when it is a PullRecorder, it is told of
+// every manifest GET. reg may be nil (no metrics); logger may be nil.
 func New(cfg Config, state State, auth Authorizer, logger *slog.Logger, reg prometheus.Registerer) (*Registry, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -195,6 +200,8 @@ func New(cfg Config, state State, auth Authorizer, logger *slog.Logger, reg prom
 		collector: NewCollector(blobs, state, logger.With(keyComponent, "gc")),
 		metrics:   metrics,
 	}
+	rg.pulls, _ = auth.(PullRecorder)
+	rg.catalog, _ = auth.(CatalogFilter)
 	rg.routes = rg.newRouteTable()
 	rg.handler = http.HandlerFunc(rg.serve)
 	return rg, nil

@@ -262,6 +262,16 @@ func (c Config) replicateConfig(nodeID string, credentialKey []byte) replicate.C
 	return pc
 }
 
+// authConfig is the registry.AuthConfig of this node: token auth.
+func (c Config) authConfig() registry.AuthConfig {
+	ac := registry.DefaultAuthConfig()
+	ac.ExternalURL = strings.TrimSuffix(c.ExternalURL, "/")
+	ac.TokenTTL = c.TokenExpiry
+	ac.RefreshTTL = c.RefreshTokenExpiry
+	ac.AnonymousPull = c.AnonymousPull
+	return ac
+}
+
 // apiConfig is the api.Config of this node.
 func (c Config) apiConfig() api.Config {
 	ac := api.DefaultConfig()

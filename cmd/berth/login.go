@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,11 +15,16 @@ import (
 	"golang.org/x/term"
 )
 
-// login is what `berth login` saves for the client commands.
+// login is what `berth login` saves for the client commands: the server,
+// the user and a refresh token from the server's token service; never the
+// password.
 type login struct {
-	Server   string `json:"server"`
-	User     string `json:"user"`
-	Password string `json:"password"`
+	Server       string `json:"server"`
+	User         string `json:"user"`
+	RefreshToken string `json:"refresh_token,omitempty"`
+	// Password is in logins saved before token auth: used with basic auth
+	// until the next `berth login` replaces it.
+	Password string `json:"password,omitempty"`
 }
 
 // loginPath is where the saved login lives: $BERTH_LOGIN_FILE, else
@@ -84,8 +88,12 @@ func (m *Main) loginCommands() []*cli.Command {
 	return []*cli.Command{
 		{
 			Name:      "login",
-			Usage:     "check credentials against a node and save them for the client commands",
+			Usage:     "log in to a node and save a refresh token (never the password) for the client commands",
 			ArgsUsage: "[SERVER]",
+			Description: "The password is traded at SERVER/service/token for a refresh token, saved in\n" +
+				"$BERTH_LOGIN_FILE or ~/.config/berth/login.json (mode 0600). Each later command\n" +
+				"trades it for a short-lived access token. --user and --password on a command\n" +
+				"(or BERTH_USER and BERTH_PASSWORD) still use basic auth instead.",
 			Flags: []cli.Flag{
 				&cli.StringFlag{Name: "user", Aliases: []string{"u"}, Value: adminUser, Usage: "user name"},
 				&cli.StringFlag{Name: "password", Aliases: []string{"p"}, Usage: "password (prefer --password-stdin or the prompt)"},
@@ -102,27 +110,31 @@ func (m *Main) loginCommands() []*cli.Command {
 				if !strings.Contains(server, "://") {
 					server = "https://" + server
 				}
+				server = strings.TrimRight(server, "/")
+				user := c.String("user")
 				password, err := m.readPassword(c)
 				if err != nil {
 					return err
 				}
-				a := apiClient{server: server, user: c.String("user"), password: password}
-				var eps []json.RawMessage
-				if err := a.do(c.Context, http.MethodGet, "endpoints", nil, &eps); err != nil {
-					return fmt.Errorf("login: %w", err)
+				tr, err := passwordGrant(c.Context, nil, server, user, password)
+				if err != nil {
+					return fmt.Errorf("login to %s: %w", server, err)
 				}
-				p, err := saveLogin(login{Server: server, User: a.user, Password: password})
+				p, err := saveLogin(login{Server: server, User: user, RefreshToken: tr.RefreshToken})
 				if err != nil {
 					return fmt.Errorf("save login: %w", err)
 				}
-				_, err = fmt.Fprintf(m.Stdout, "logged in to %s as %s (saved in %s)\n", server, a.user, p)
+				_, err = fmt.Fprintf(m.Stdout, "logged in to %s as %s (saved in %s)\n", server, user, p)
 				return err
 			},
 		},
 		{
 			Name:  "logout",
 			Usage: "forget the saved login",
-			Action: func(*cli.Context) error {
+			Action: func(c *cli.Context) error {
+				if c.NArg() > 0 {
+					return errors.New("logout takes no arguments")
+				}
 				p, err := loginPath()
 				if err != nil {
 					return err
@@ -137,30 +149,89 @@ func (m *Main) loginCommands() []*cli.Command {
 	}
 }
 
-// readPassword takes the password from --password, standard input
-// (--password-stdin), or a prompt on the terminal.
+// readPassword takes the password of `berth login` from --password,
+// standard input (--password-stdin), or a prompt on the terminal.
 func (m *Main) readPassword(c *cli.Context) (string, error) {
 	if p := c.String("password"); p != "" {
 		return p, nil
 	}
 	if c.Bool("password-stdin") {
-		line, err := bufio.NewReader(m.stdin()).ReadString('\n')
+		lines, err := m.stdinLines(1)
+		if err != nil {
+			return "", err
+		}
+		return lines[0], nil
+	}
+	return promptPassword(m.Stderr, "Password: ")
+}
+
+// newPassword reads a new password for user: a line of standard input
+// when fromStdin, else typed twice at a prompt. Its strength is the
+// server's to check.
+func (m *Main) newPassword(user string, fromStdin bool) (string, error) {
+	if fromStdin {
+		lines, err := m.stdinLines(1)
+		if err != nil {
+			return "", err
+		}
+		return lines[0], nil
+	}
+	p, err := promptPassword(m.Stderr, "New password for "+user+": ")
+	if err != nil {
+		return "", err
+	}
+	again, err := promptPassword(m.Stderr, "Again: ")
+	if err != nil {
+		return "", err
+	}
+	if p != again {
+		return "", errors.New("the passwords do not match")
+	}
+	return p, nil
+}
+
+// stdinLines reads n non-empty lines (passwords, one a line) from standard
+// input.
+func (m *Main) stdinLines(n int) ([]string, error) {
+	r := bufio.NewReader(io.LimitReader(m.stdin(), 64<<10))
+	out := make([]string, 0, n)
+	for len(out) < n {
+		line, err := r.ReadString('\n')
 		if err != nil && !errors.Is(err, io.EOF) {
-			return "", fmt.Errorf("read password: %w", err)
+			return nil, fmt.Errorf("read standard input: %w", err)
 		}
-		if p := strings.TrimRight(line, "\r\n"); p != "" {
-			return p, nil
+		line = strings.TrimRight(line, "\r\n")
+		if line == "" {
+			if len(out) == 0 {
+				return nil, errors.New("empty password on standard input")
+			}
+			return nil, fmt.Errorf("standard input holds %d password(s), want %d, one a line", len(out), n)
 		}
-		return "", errors.New("empty password on standard input")
+		out = append(out, line)
+		if err != nil { // EOF after the last line
+			if len(out) < n {
+				return nil, fmt.Errorf("standard input holds %d password(s), want %d, one a line", len(out), n)
+			}
+		}
 	}
-	if !term.IsTerminal(int(os.Stdin.Fd())) {
-		return "", errors.New("no password: give --password-stdin or run on a terminal")
+	return out, nil
+}
+
+// promptPassword asks for a password on the terminal without echoing it.
+// Tests replace it.
+var promptPassword = func(stderr io.Writer, prompt string) (string, error) {
+	fd := int(os.Stdin.Fd())
+	if !term.IsTerminal(fd) {
+		return "", errors.New("no password: give it on standard input (--password-stdin) or run on a terminal")
 	}
-	fmt.Fprint(m.Stderr, "Password: ")
-	b, err := term.ReadPassword(int(os.Stdin.Fd()))
-	fmt.Fprintln(m.Stderr)
+	fmt.Fprint(stderr, prompt)
+	b, err := term.ReadPassword(fd)
+	fmt.Fprintln(stderr)
 	if err != nil {
 		return "", fmt.Errorf("read password: %w", err)
+	}
+	if len(b) == 0 {
+		return "", errors.New("empty password")
 	}
 	return string(b), nil
 }

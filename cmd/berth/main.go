@@ -72,6 +72,14 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 			m.policyCommand(),
 			m.replicateCommand(),
 			m.promoteCommand(),
+			m.projectCommand(),
+			m.memberCommand(),
+			m.userCommand(),
+			m.robotCommand(),
+			m.quotaCommand(),
+			m.immutableCommand(),
+			m.retentionCommand(),
+			m.auditCommand(),
 		}, m.loginCommands()...), m.versionCommand()),
 	}
 	for _, c := range app.Commands {

@@ -154,7 +154,12 @@ func getAs(t *testing.T, url, password string) *http.Response {
 // startUpload opens an upload session as admin and returns the status.
 func startUpload(t *testing.T, base, password string) int {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, base+"/v2/smoke/blobs/uploads/", nil)
+	return startUploadIn(t, base, "library/smoke", password)
+}
+
+func startUploadIn(t *testing.T, base, repo, password string) int {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, base+"/v2/"+repo+"/blobs/uploads/", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,6 +228,11 @@ func TestServeSmoke(t *testing.T) {
 	}
 	if code := startUpload(t, n.base, "wrong"); code != http.StatusUnauthorized {
 		t.Errorf("start an upload with a wrong password: %d, want 401", code)
+	}
+	// The public project library exists from the start; others must be
+	// created before a push.
+	if code := startUploadIn(t, n.base, "smoke/app", password); code != http.StatusNotFound {
+		t.Errorf("start an upload into a project that does not exist: %d, want 404", code)
 	}
 
 	// `berth gc` finds the password in the data directory.

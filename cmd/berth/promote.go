@@ -10,7 +10,6 @@ import (
 	"os"
 	"strings"
 
-	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/sigstore/cosign/v2/pkg/cosign"
@@ -113,7 +112,7 @@ func registryRef(client apiClient, repo, ref string) (name.Reference, []remote.O
 	if err != nil {
 		return nil, nil, err
 	}
-	return r, []remote.Option{remote.WithAuth(&authn.Basic{Username: client.user, Password: client.password})}, nil
+	return r, []remote.Option{remote.WithAuth(client.registryAuth())}, nil
 }
 
 // verifySignature checks, with sigstore/cosign, that repo@d at the node

@@ -161,7 +161,10 @@ func (m *Main) serve(ctx context.Context, cfg Config) (err error) {
 	// state, with every access decision made by one Authorizer. It joins
 	// the cluster's blob replication and upload routing, and the node
 	// serves and repairs its blobs.
-	auth := registry.NewAdminAuth(node, cfg.AnonymousPull, api.Realm)
+	auth, err := registry.NewAccessAuth(cfg.authConfig(), node, node, node, logger)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
 	reg, err := registry.New(rcfg, node, auth, logger, metrics)
 	if err != nil {
 		return fmt.Errorf("start registry: %w", err)
@@ -220,8 +223,10 @@ func (m *Main) serve(ctx context.Context, cfg Config) (err error) {
 		WithConfig(acfg).
 		WithCluster(clusterAPI{node: node, left: stopServe}).
 		WithReplication(engine).
-		WithRetention(retentionAPI{retainer})
+		WithRetention(retentionAPI{retainer}).
+		WithBearer(bearerAPI{auth})
 	mux.Handle(api.Prefix, gate(&open, apiHandler))
+	mux.Handle(registry.TokenPath, gate(&open, auth.TokenHandler()))
 	mux.Handle(cluster.InternalPrefix, node.InternalHandler())
 	mux.Handle("/metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{Registry: metrics}))
 	mux.HandleFunc("/healthz", healthz)
@@ -406,6 +411,15 @@ func gate(open *atomic.Bool, next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// bearerAPI lets the management API accept the registry's access tokens,
+// verified exactly as the registry verifies them.
+type bearerAPI struct{ auth *registry.AccessAuth }
+
+func (b bearerAPI) VerifyBearer(r *http.Request) (policy.Principal, error) {
+	id, err := b.auth.Authenticate(r)
+	return id.Principal, err
 }
 
 // retentionAPI runs the API's manual retention runs detached from the

@@ -15,7 +15,8 @@ import (
 )
 
 // TestAuth checks who may do what: an anonymous or wrongly authenticated
-// push or delete is refused with 401 and a Basic challenge; a pull works
+// push or delete is refused with 401 and a challenge (berth: Bearer, with
+// its token service as realm; distribution: Basic); a pull works
 // anonymously (when the server allows it) and with credentials.
 func TestAuth(t *testing.T) {
 	t.Parallel()
@@ -60,8 +61,18 @@ func TestAuth(t *testing.T) {
 				if resp.StatusCode != http.StatusUnauthorized {
 					t.Errorf("%s %s: %s, want 401", r.method, r.path, resp.Status)
 				}
-				if ch := resp.Header.Get("WWW-Authenticate"); !strings.HasPrefix(strings.ToLower(ch), "basic") {
-					t.Errorf("%s %s: WWW-Authenticate %q, want a Basic challenge", r.method, r.path, ch)
+				ch := resp.Header.Get("WWW-Authenticate")
+				if !strings.HasPrefix(strings.ToLower(ch), strings.ToLower(srv.ChallengeScheme())+" ") {
+					t.Errorf("%s %s: WWW-Authenticate %q, want a %s challenge", r.method, r.path, ch, srv.ChallengeScheme())
+				}
+				if srv.ChallengeScheme() == "Bearer" {
+					realm := `realm="` + srv.URL() + `/service/token"`
+					if !strings.Contains(ch, realm) || !strings.Contains(ch, `service="berth"`) {
+						t.Errorf("%s %s: WWW-Authenticate %q, want %s and service berth", r.method, r.path, ch, realm)
+					}
+					if r.path != "/v2/" && !strings.Contains(ch, `scope="repository:auth/image:`) {
+						t.Errorf("%s %s: WWW-Authenticate %q names no scope of auth/image", r.method, r.path, ch)
+					}
 				}
 			}
 

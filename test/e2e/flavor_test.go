@@ -51,6 +51,8 @@ func (berthFlavor) referrersAPI() bool { return true }
 
 func (berthFlavor) projects() bool { return true }
 
+func (berthFlavor) challengeScheme() string { return "Bearer" }
+
 // distributionFlavor runs the CNCF distribution registry with htpasswd auth:
 // the known-good reference the harness and the client tests are checked
 // against. Unlike berth it needs credentials to pull.
@@ -113,6 +115,8 @@ func (distributionFlavor) blobsDir(s *Server) string {
 func (distributionFlavor) anonymousPull() bool { return false }
 
 func (distributionFlavor) projects() bool { return false }
+
+func (distributionFlavor) challengeScheme() string { return "Basic" }
 
 // referrersAPI is false: distribution v3.1.2 does not serve the referrers
 // API (oras: "failed to query referrers API: unsupported").

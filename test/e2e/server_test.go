@@ -65,6 +65,8 @@ type flavor interface {
 	cleanSigterm() bool
 	// projects reports whether pushes need an existing project.
 	projects() bool
+	// challengeScheme is the scheme of the 401s' WWW-Authenticate.
+	challengeScheme() string
 }
 
 // Server is one registry process under test on 127.0.0.1. It can be stopped
@@ -202,6 +204,10 @@ func (s *Server) Password() string { return s.password }
 
 // ReferrersAPI reports whether the server answers the OCI 1.1 referrers API.
 func (s *Server) ReferrersAPI() bool { return s.flavor.referrersAPI() }
+
+// ChallengeScheme is the scheme of the server's 401 challenges: Bearer
+// (token auth) or Basic.
+func (s *Server) ChallengeScheme() string { return s.flavor.challengeScheme() }
 
 // AnonymousPull reports whether pulls work without credentials.
 func (s *Server) AnonymousPull() bool { return s.flavor.anonymousPull() }

@@ -491,7 +491,12 @@ func (w *writer) linkBlob(repo string, d oci.Digest, size, at int64) error {
 	v := make([]byte, 16)
 	binary.BigEndian.PutUint64(v[:8], uint64(size))
 	binary.BigEndian.PutUint64(v[8:], uint64(at))
-	w.put(bucketBlobSizes, []byte(d), encodeUint(uint64(size)))
+	// A digest names its content, so its size never changes: the first
+	// size recorded stays, and project usage added with it is taken away
+	// with the same number.
+	if w.get(bucketBlobSizes, []byte(d)) == nil {
+		w.put(bucketBlobSizes, []byte(d), encodeUint(uint64(size)))
+	}
 	w.put(bucketLinks, key(repo, string(d)), v)
 	w.put(bucketLinksByBlob, key(string(d), repo), []byte{})
 	return nil

@@ -59,7 +59,7 @@ type Remote struct {
 	ChunkSize int64
 
 	mu       sync.Mutex
-	projects map[string]bool         // projects known to exist at a berth endpoint
+	projects map[string]time.Time    // project → when it was last made sure of (zero: it exists)
 	clients  map[string]*http.Client // scope set → authenticated client
 	seen     map[oci.Digest]string   // blob → a repository holding it there
 	order    []oci.Digest            // seen, oldest first
@@ -98,7 +98,7 @@ func NewRemote(ep policy.Endpoint, password string, rt http.RoundTripper, logger
 		ChunkSize: 16 << 20,
 		clients:   map[string]*http.Client{},
 		seen:      map[oci.Digest]string{},
-		projects:  map[string]bool{},
+		projects:  map[string]time.Time{},
 	}, nil
 }
 
@@ -114,19 +114,26 @@ func (r *Remote) EnsureProject(ctx context.Context, repo string) {
 		return
 	}
 	r.mu.Lock()
-	known := r.projects[project]
-	r.mu.Unlock()
-	if known {
+	last, tried := r.projects[project]
+	if tried && (last.IsZero() || time.Since(last) < ensureProjectRetry) {
+		r.mu.Unlock()
 		return
 	}
+	r.projects[project] = time.Now()
+	r.mu.Unlock()
 	if err := r.ensureProject(ctx, project); err != nil {
+		// An endpoint without the management API (or without the right
+		// to create projects) is asked again only after a while.
 		r.logger.Warn("could not make sure the destination project exists", "project", project, "error", err)
 		return
 	}
 	r.mu.Lock()
-	r.projects[project] = true
+	r.projects[project] = time.Time{}
 	r.mu.Unlock()
 }
+
+// ensureProjectRetry is how long a failed EnsureProject is not repeated.
+const ensureProjectRetry = time.Minute
 
 func (r *Remote) ensureProject(ctx context.Context, project string) error {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)

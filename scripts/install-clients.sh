@@ -3,7 +3,8 @@
 # a real `berth serve`, at pinned versions. It is idempotent: it installs only
 # what is missing and says what it did. `make test` runs it before the tests.
 #
-#   Go clients   go install (GOFLAGS cleared) into GOBIN, or GOPATH/bin
+#   Go clients   go install (GOFLAGS cleared) into GOBIN, or GOPATH/bin; and
+#                the distribution registry, a replication destination
 #   skopeo       apt-get (Debian)
 #   podman       apt-get (Debian)
 #   docker       not installed here: the Docker engine is the host's business;
@@ -16,9 +17,11 @@ declare -A go_clients=(
 	[regctl]=github.com/regclient/regclient/cmd/regctl@v0.8.3
 	[helm]=helm.sh/helm/v3/cmd/helm@v3.16.4
 	[cosign]=github.com/sigstore/cosign/v2/cmd/cosign@v2.4.3
+	# The CNCF distribution registry: a plain OCI replication destination.
+	[registry]=github.com/distribution/distribution/v3/cmd/registry@v3.1.2
 )
 # Installed in this order: the quick ones first, the long builds last.
-go_order=(crane oras regctl helm cosign)
+go_order=(crane oras regctl registry helm cosign)
 apt_clients=(skopeo podman)
 
 gobin="$(go env GOBIN)"

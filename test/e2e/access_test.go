@@ -172,6 +172,9 @@ func TestAccessRealClients(t *testing.T) {
 			pkg := c.path("packaged", chart+"-0.1.0.tgz")
 			c.runOpts(cmdOpts{stdin: a.secret}, "helm", "registry", "login", "--insecure", "-u", a.user, "--password-stdin", host)
 			c.run("helm", "push", pkg, "oci://"+host+"/alpha", "--plain-http")
+			if err := os.MkdirAll(c.path("pulled"), 0o755); err != nil {
+				t.Fatal(err)
+			}
 			c.run("helm", "pull", "oci://"+host+"/alpha/"+chart, "--version", "0.1.0", "--plain-http", "-d", c.path("pulled"))
 			o, e, err = c.try(cmdOpts{}, "helm", "push", pkg, "oci://"+host+"/beta", "--plain-http")
 			refused("helm push into beta", err, o+e)

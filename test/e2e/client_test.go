@@ -21,14 +21,15 @@ const clientTimeout = 3 * time.Minute
 // installHints says how to install each client by hand; `make test` runs
 // scripts/install-clients.sh, which installs the missing ones.
 var installHints = map[string]string{
-	"crane":  "GOFLAGS= go install github.com/google/go-containerregistry/cmd/crane@v0.20.6",
-	"oras":   "GOFLAGS= go install oras.land/oras/cmd/oras@v1.2.3",
-	"regctl": "GOFLAGS= go install github.com/regclient/regclient/cmd/regctl@v0.8.3",
-	"helm":   "GOFLAGS= go install helm.sh/helm/v3/cmd/helm@v3.16.4",
-	"cosign": "GOFLAGS= go install github.com/sigstore/cosign/v2/cmd/cosign@v2.4.3",
-	"skopeo": "apt-get install -y skopeo",
-	"podman": "apt-get install -y podman",
-	"docker": "install the Docker engine (https://docs.docker.com/engine/install/)",
+	"crane":    "GOFLAGS= go install github.com/google/go-containerregistry/cmd/crane@v0.20.6",
+	"oras":     "GOFLAGS= go install oras.land/oras/cmd/oras@v1.2.3",
+	"regctl":   "GOFLAGS= go install github.com/regclient/regclient/cmd/regctl@v0.8.3",
+	"helm":     "GOFLAGS= go install helm.sh/helm/v3/cmd/helm@v3.16.4",
+	"cosign":   "GOFLAGS= go install github.com/sigstore/cosign/v2/cmd/cosign@v2.4.3",
+	"registry": "GOFLAGS= go install github.com/distribution/distribution/v3/cmd/registry@v3.1.2",
+	"skopeo":   "apt-get install -y skopeo",
+	"podman":   "apt-get install -y podman",
+	"docker":   "install the Docker engine (https://docs.docker.com/engine/install/)",
 }
 
 // findClient looks for a binary in PATH, then in GOBIN and GOPATH/bin.

@@ -217,22 +217,22 @@ func TestReplicationToDistribution(t *testing.T) {
 	endpoint(t, a, "dist", d.URL(), d, policy.EndpointOCI)
 	mustBerth(t, a, "policy", "add", "mirror", "--endpoint", "dist", "--trigger", "event", "--delete")
 
-	dg := pushRandom(t, a, "app:v1")
+	dg := pushRandom(t, a, "pair/app:v1")
 	c := newClients(t, a)
 	dockerAuth(t, c, a, d)
 	env := cmdOpts{env: []string{"COSIGN_PASSWORD=e2e-key-password", "COSIGN_YES=true"}}
 	c.runOpts(env, "cosign", "generate-key-pair")
 	c.runOpts(env, "cosign", append([]string{"sign", "--key", "cosign.key", "--tlog-upload=false", "-y"},
 		append(cosignInsecure, a.Host()+"/app@"+dg.String())...)...)
-	mustBerth(t, a, "replicate", "wait", "app:v1", "--timeout", "60s")
+	mustBerth(t, a, "replicate", "wait", "pair/app:v1", "--timeout", "60s")
 	c.runOpts(env, "cosign", append([]string{"verify", "--key", "cosign.pub", "--insecure-ignore-tlog"},
 		append(cosignInsecure, d.Host()+"/app:v1")...)...)
 
 	ctx := deadlineCtx(t, time.Minute)
-	if err := remote.Delete(a.ref(t, "app:v1"), a.remote(ctx)...); err != nil {
+	if err := remote.Delete(a.ref(t, "pair/app:v1"), a.remote(ctx)...); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, replTimeout, "delete at distribution", hasDigest(t, d, "app:v1", ""))
+	eventually(t, replTimeout, "delete at distribution", hasDigest(t, d, "pair/app:v1", ""))
 }
 
 // TestReplicationChainFanOutManualCron: a → b → c by events on each hop,
@@ -361,27 +361,27 @@ func TestReplicationDualMasterPartition(t *testing.T) {
 	mustBerth(t, a, "policy", "add", "to-b", "--endpoint", "b", "--trigger", "event", "--delete")
 	mustBerth(t, b, "policy", "add", "to-a", "--endpoint", "a", "--trigger", "event", "--delete")
 
-	gone := pushRandom(t, a, "app:gone")
-	eventually(t, replTimeout, "first copy", hasDigest(t, b, "app:gone", gone.String()))
+	gone := pushRandom(t, a, "pair/app:gone")
+	eventually(t, replTimeout, "first copy", hasDigest(t, b, "pair/app:gone", gone.String()))
 
 	toB.setCut(true)
 	toA.setCut(true)
-	pushRandom(t, a, "app:both")         // older
-	pushRandom(t, b, "app:only-b")       // one side only
-	pushRandom(t, b, "app:gone")         // re-pushed at b, then deleted at a: the delete is newer
-	last := pushRandom(t, b, "app:both") // newer: wins on both sides
+	pushRandom(t, a, "pair/app:both")         // older
+	pushRandom(t, b, "pair/app:only-b")       // one side only
+	pushRandom(t, b, "pair/app:gone")         // re-pushed at b, then deleted at a: the delete is newer
+	last := pushRandom(t, b, "pair/app:both") // newer: wins on both sides
 	<-time.After(10 * time.Millisecond)  // the clocks move on (not an assertion)
 	ctx := deadlineCtx(t, time.Minute)
-	if err := remote.Delete(a.ref(t, "app:gone"), a.remote(ctx)...); err != nil {
+	if err := remote.Delete(a.ref(t, "pair/app:gone"), a.remote(ctx)...); err != nil {
 		t.Fatal(err)
 	}
-	onlyA := pushRandom(t, a, "app:only-a")
+	onlyA := pushRandom(t, a, "pair/app:only-a")
 	toB.setCut(false)
 	toA.setCut(false)
 
-	want := map[string]string{"both": last.String(), "only-a": onlyA.String(), "only-b": digestAt(t, b, "app:only-b")}
+	want := map[string]string{"both": last.String(), "only-a": onlyA.String(), "only-b": digestAt(t, b, "pair/app:only-b")}
 	took := eventually(t, 2*replTimeout, "both sides converge", func() error {
-		ma, mb := tagMap(t, a, "app"), tagMap(t, b, "app")
+		ma, mb := tagMap(t, a, "pair/app"), tagMap(t, b, "pair/app")
 		for _, m := range []map[string]string{ma, mb} {
 			if len(m) != len(want) {
 				return fmt.Errorf("a %v, b %v; want %v", ma, mb, want)
@@ -428,12 +428,12 @@ func TestReplicationDestinationDown(t *testing.T) {
 	}
 	digests := map[string]string{}
 	for i := range 5 {
-		tag := fmt.Sprintf("app:%d", i)
+		tag := fmt.Sprintf("pair/app:%d", i)
 		digests[tag] = pushRandom(t, a, tag).String()
 	}
 	var st replicate.ArtifactStatus
 	eventually(t, replTimeout, "status pending", func() error {
-		out, err := berth(t, a, "replicate", "status", "app:0", "--output", "json")
+		out, err := berth(t, a, "replicate", "status", "pair/app:0", "--output", "json")
 		if err != nil {
 			return err
 		}
@@ -446,9 +446,9 @@ func TestReplicationDestinationDown(t *testing.T) {
 		return nil
 	})
 	t.Logf("while b is down: %s: %s", st.Destinations[0].State, st.Destinations[0].Reason)
-	if _, err := berth(t, a, "replicate", "wait", "app:0", "--timeout", "2s"); err == nil {
+	if _, err := berth(t, a, "replicate", "wait", "pair/app:0", "--timeout", "2s"); err == nil {
 		t.Fatal("wait succeeded while the destination is down")
-	} else if !strings.Contains(err.Error(), "b (app)") {
+	} else if !strings.Contains(err.Error(), "b (pair/app)") {
 		t.Fatalf("wait's failure does not name the destination: %v", err)
 	}
 	<-time.After(3 * time.Second) // down a while longer: backoff grows (fault timing, not an assertion)

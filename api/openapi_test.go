@@ -14,8 +14,8 @@ import (
 )
 
 // TestOpenAPI: the served document is OpenAPI 3, documents every route
-// and method the handler serves and nothing else, and every reference in
-// it resolves.
+// and method the handler serves under /api/v1 and nothing else, and every
+// reference in it resolves.
 func TestOpenAPI(t *testing.T) {
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	h := api.New(&fakeGC{}, users(), api.Info{}, logger).
@@ -32,7 +32,14 @@ func TestOpenAPI(t *testing.T) {
 		t.Fatalf("openapi %q", v)
 	}
 
-	routes := api.Routes(h)
+	// The Harbor-compatible routes are described by harbor.json
+	// (TestHarborDocument), not by this document.
+	var routes []string
+	for _, r := range api.Routes(h) {
+		if !strings.Contains(r, " "+api.HarborPrefix) {
+			routes = append(routes, r)
+		}
+	}
 	checkDocument(t, doc, routes)
 	if len(routes) < 60 {
 		t.Errorf("only %d routes: is the handler complete?", len(routes))

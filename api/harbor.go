@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -62,6 +63,20 @@ func (h *Handler) harborRoutes() {
 	h.harborHandle("GET "+v2+"/projects/{project_name_or_id}/members/{mid}", h.inHarborProject(byNameOrID, read(policy.ResMember), h.harborGetMember))
 	h.harborHandle("PUT "+v2+"/projects/{project_name_or_id}/members/{mid}", h.inHarborProject(byNameOrID, update(policy.ResMember), h.harborUpdateMember))
 	h.harborHandle("DELETE "+v2+"/projects/{project_name_or_id}/members/{mid}", h.inHarborProject(byNameOrID, del(policy.ResMember), h.harborDeleteMember))
+
+	const repo = v2 + "/projects/{project_name}/repositories/{repository_name}"
+	h.harborHandle("GET "+v2+"/projects/{project_name}/repositories", h.inHarborProject(byName, list(policy.ResRepository), h.harborListRepositories))
+	h.harborHandle("GET "+repo, h.inHarborProject(byName, read(policy.ResRepository), h.harborGetRepository))
+	h.harborHandle("DELETE "+repo, h.inHarborProject(byName, del(policy.ResRepository), h.harborDeleteRepository))
+	h.harborHandle("GET "+repo+"/artifacts", h.inHarborProject(byName, list(policy.ResArtifact), h.harborListArtifacts))
+	h.harborHandle("GET "+repo+"/artifacts/{reference}", h.inHarborProject(byName, read(policy.ResArtifact), h.harborGetArtifact))
+	h.harborHandle("DELETE "+repo+"/artifacts/{reference}", h.inHarborProject(byName, del(policy.ResArtifact), h.harborDeleteArtifact))
+	h.harborHandle("GET "+repo+"/artifacts/{reference}/tags", h.inHarborProject(byName, list(policy.ResTag), h.harborListTags))
+	// Creating a tag is a push of the tag: it needs repository:push as
+	// the registry would, besides Harbor's tag:create.
+	h.harborHandle("POST "+repo+"/artifacts/{reference}/tags", h.inHarborProject(byName,
+		append(create(policy.ResTag), need(policy.ResRepository, policy.ActPush)...), h.harborCreateTag))
+	h.harborHandle("DELETE "+repo+"/artifacts/{reference}/tags/{tag_name}", h.inHarborProject(byName, del(policy.ResTag), h.harborDeleteTag))
 
 	h.harborHandle("GET "+v2+"/robots", h.harborListRobots)
 	h.harborHandle("POST "+v2+"/robots", h.harborCreateRobot)
@@ -404,6 +419,19 @@ func harborTime(ns int64) string {
 		t = time.Unix(0, ns)
 	}
 	return t.UTC().Format("2006-01-02T15:04:05.000Z")
+}
+
+// syntheticID is a stable number for what berth does not number
+// (repositories, artifacts, tags): a hash of its name, within the
+// integers a JSON number holds exactly. It identifies, it finds nothing:
+// no endpoint takes it.
+func syntheticID(parts ...string) int64 {
+	f := fnv.New64a()
+	for _, p := range parts {
+		f.Write([]byte(p))
+		f.Write([]byte{0})
+	}
+	return int64(f.Sum64()&(1<<53-1)) | 1
 }
 
 // harborNoContent answers a success without a body, as Harbor does for

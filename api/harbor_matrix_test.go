@@ -210,6 +210,10 @@ func harborCases() []harborCase {
 				return strings.Replace(v2+"/robots/{robot_id}", "{robot_id}", strconv.FormatUint(id, 10), 1), body
 			}}}
 	}
+	const (
+		repo = v2 + "/projects/{project_name}/repositories/{repository_name}"
+		art  = repo + "/artifacts/{reference}"
+	)
 	return []harborCase{
 		sys("GET "+v2+"/systeminfo", needNothing, 200, ""),
 		sys("GET "+v2+"/health", needNothing, 200, ""),
@@ -247,6 +251,21 @@ func harborCases() []harborCase {
 		member("GET "+v2+"/projects/{project_name_or_id}/members/{mid}", policy.ActRead, ""),
 		member("PUT "+v2+"/projects/{project_name_or_id}/members/{mid}", policy.ActUpdate, `{"role_id":2}`),
 		member("DELETE "+v2+"/projects/{project_name_or_id}/members/{mid}", policy.ActDelete, ""),
+
+		in("GET "+v2+"/projects/{project_name}/repositories", policy.ResRepository, policy.ActList, 200, ""),
+		in("GET "+repo, policy.ResRepository, policy.ActRead, 200, ""),
+		in("DELETE "+repo, policy.ResRepository, policy.ActDelete, 200, ""),
+		in("GET "+repo+"/artifacts", policy.ResArtifact, policy.ActList, 200, ""),
+		in("GET "+art, policy.ResArtifact, policy.ActRead, 200, ""),
+		in("DELETE "+art, policy.ResArtifact, policy.ActDelete, 200, ""),
+		in("GET "+art+"/tags", policy.ResTag, policy.ActList, 200, ""),
+		{also: []policy.Access{{Resource: policy.ResRepository, Action: policy.ActPush}},
+			matrixCase: matrixCase{route: "POST " + art + "/tags", need: needProject, res: policy.ResTag, act: policy.ActCreate, ok: 201,
+				build: func(w *world, project string, n int) (string, string) {
+					w.ensureApp(project)
+					return harborTarget(w, "POST "+art+"/tags", project), fmt.Sprintf(`{"name":"t%d"}`, n)
+				}}},
+		in("DELETE "+art+"/tags/{tag_name}", policy.ResTag, policy.ActDelete, 200, ""),
 
 		sys("GET "+v2+"/robots", needAdmin, 200, ""),
 		{matrixCase: matrixCase{route: "GET " + v2 + "/robots", need: needProject, res: policy.ResRobot, act: policy.ActList, ok: 200,
@@ -374,10 +393,17 @@ func harborSpotChecks(t *testing.T, w *world) {
 		{"outsider", "GET", v2 + "/projects/own", as("outsider", byName), 404},
 		{"padmin", "GET", v2 + "/projects/own", as("padmin", byName), 200},
 		{"padmin", "GET", v2 + "/projects/own/summary", as("padmin", byName), 200},
+		{"dev", "DELETE", v2 + "/projects/own/repositories/" + appEncoded, nil, 403},
+		{"dev", "POST", v2 + "/projects/own/repositories/" + appEncoded + "/artifacts/v1/tags", nil, 400}, // allowed; the empty body is refused
+		{"guest", "POST", v2 + "/projects/own/repositories/" + appEncoded + "/artifacts/v1/tags", nil, 403},
+		{"anonymous", "GET", v2 + "/projects/pub/repositories", nil, 200},
+		{"anonymous", "GET", v2 + "/projects/own/repositories", nil, 404},
 		{"anonymous", "GET", fmt.Sprintf("%s/projects/%d/members", v2, own), nil, 401},
 		{"anonymous", "GET", v2 + "/projects/999999/members", nil, 401},
 		{"anonymous", "GET", v2 + "/robots/999999", nil, 401},
 		{"robot$own+limited", "GET", fmt.Sprintf("%s/quotas/%d", v2, own), nil, 200},
+		{"robot$own+limited", "GET", v2 + "/projects/own/repositories", nil, 403},
+		{"robot$foreign+ci", "GET", v2 + "/projects/own/repositories", nil, 404},
 		{"padmin", "PUT", fmt.Sprintf("%s/quotas/%d", v2, own), nil, 403},
 		{"padmin", "GET", v2 + "/robots", nil, 403},
 	} {
@@ -396,6 +422,7 @@ func harborSpotChecks(t *testing.T, w *world) {
 	pairs := []struct{ invisible, absent, invisibleKey, absentKey string }{
 		{fmt.Sprintf("%s/projects/%d/members", v2, own), v2 + "/projects/999999/members", strconv.FormatUint(own, 10), "999999"},
 		{fmt.Sprintf("%s/quotas/%d", v2, own), v2 + "/quotas/999999", strconv.FormatUint(own, 10), "999999"},
+		{v2 + "/projects/own/repositories/" + appEncoded + "/artifacts", v2 + "/projects/nothere/repositories/" + appEncoded + "/artifacts", "own", "nothere"},
 		{fmt.Sprintf("%s/robots/%d", v2, w.robotID(w.ensureRobot(ownProject, "tmp"))), v2 + "/robots/999999",
 			strconv.FormatUint(w.robotID(w.ensureRobot(ownProject, "tmp")), 10), "999999"},
 	}

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/berth-registry/berth/api"
+	"github.com/berth-registry/berth/oci"
+	"github.com/berth-registry/berth/policy"
 )
 
 // Shape tests of the Harbor-compatible subset: answers are decoded into
@@ -43,6 +45,37 @@ type (
 			Hard map[string]int64 `json:"hard"`
 			Used map[string]int64 `json:"used"`
 		} `json:"quota"`
+	}
+	hRepository struct {
+		ID            int64     `json:"id"`
+		ProjectID     int64     `json:"project_id"`
+		Name          string    `json:"name"`
+		ArtifactCount int64     `json:"artifact_count"`
+		UpdateTime    time.Time `json:"update_time"`
+	}
+	hTag struct {
+		Name      string    `json:"name"`
+		PushTime  time.Time `json:"push_time"`
+		Immutable bool      `json:"immutable"`
+		Signed    bool      `json:"signed"`
+	}
+	hArtifact struct {
+		ID                int64     `json:"id"`
+		Type              string    `json:"type"`
+		Digest            string    `json:"digest"`
+		MediaType         string    `json:"media_type"`
+		ManifestMediaType string    `json:"manifest_media_type"`
+		Size              int64     `json:"size"`
+		PushTime          time.Time `json:"push_time"`
+		PullTime          time.Time `json:"pull_time"`
+		Tags              []hTag    `json:"tags"`
+		References        []struct {
+			ChildDigest string `json:"child_digest"`
+		} `json:"references"`
+		Accessories []struct {
+			Digest string `json:"digest"`
+			Type   string `json:"type"`
+		} `json:"accessories"`
 	}
 	hMember struct {
 		ID         int64  `json:"id"`
@@ -138,6 +171,7 @@ func TestHarborAPI(t *testing.T) {
 	t.Run("system", func(t *testing.T) { testHarborSystem(t, w) })
 	t.Run("projects", func(t *testing.T) { testHarborProjects(t, w) })
 	t.Run("paging", func(t *testing.T) { testHarborPaging(t, w) })
+	t.Run("content", func(t *testing.T) { testHarborContent(t, w) })
 	t.Run("members", func(t *testing.T) { testHarborMembers(t, w) })
 	t.Run("robots", func(t *testing.T) { testHarborRobots(t, w) })
 	t.Run("quotas", func(t *testing.T) { testHarborQuotas(t, w) })
@@ -319,6 +353,166 @@ func testHarborPaging(t *testing.T, w *world) {
 			t.Error("outsider lists own")
 		}
 	}
+}
+
+// pushIndex stores an index of children in repo, tagged tag.
+func (w *world) pushIndex(repo, tag string, children ...oci.Digest) oci.Digest {
+	w.t.Helper()
+	var ms []string
+	for _, c := range children {
+		rec, _, err := w.node.Manifest(w.ctx(), repo, c)
+		w.must(err)
+		ms = append(ms, fmt.Sprintf(`{"mediaType":%q,"digest":%q,"size":%d,"platform":{"architecture":"amd64","os":"linux"}}`, rec.MediaType, c, rec.Size))
+	}
+	payload := []byte(fmt.Sprintf(`{"schemaVersion":2,"mediaType":%q,"manifests":[%s]}`, oci.MediaTypeImageIndex, strings.Join(ms, ",")))
+	parsed, err := oci.ParseManifest("", payload)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	rec := oci.NewRecord(repo, oci.DigestOf(payload), int64(len(payload)), parsed, time.Now().UnixNano())
+	w.must(w.node.PutManifest(w.ctx(), rec, payload, tag, oci.TagVersion{}))
+	return rec.Digest
+}
+
+func testHarborContent(t *testing.T, w *world) {
+	ctx := w.ctx()
+	repo := appRepo(ownProject)
+	d1 := w.ensureApp(ownProject)
+	d2 := w.pushImage(repo, "v2", "second")
+	sig := w.pushImage(repo, policy.AccessoryTag(d1, ".sig"), "signature")
+	sbom := w.pushManifest(repo, "", "sbom", d1)
+	w.pushImage(ownProject+"/web", "latest", "web")
+	const base = v2 + "/projects/own/repositories"
+
+	rec := w.hreq(t, "guest", "GET", base, "", 200)
+	repos := decodeJSON[[]hRepository](t, rec)
+	if len(repos) != 2 || repos[0].Name != repo || repos[1].Name != ownProject+"/web" || rec.Header().Get("X-Total-Count") != "2" {
+		t.Fatalf("repositories %+v", repos)
+	}
+	if repos[0].ArtifactCount != 2 || repos[0].ProjectID != int64(w.projectID(ownProject)) || repos[0].UpdateTime.IsZero() {
+		t.Errorf("repository %+v (accessories are not counted)", repos[0])
+	}
+	if rs := decodeJSON[[]hRepository](t, w.hreq(t, "guest", "GET", base+"?q=name%3D~web", "", 200)); len(rs) != 1 {
+		t.Errorf("q=name=~web: %+v", rs)
+	}
+	// The repository name: double-encoded slashes, as Harbor's clients
+	// send them; single-encoded ones are taken too.
+	for _, enc := range []string{appEncoded, "team%2Fapp"} {
+		if r := decodeJSON[hRepository](t, w.hreq(t, "guest", "GET", base+"/"+enc, "", 200)); r.Name != repo {
+			t.Errorf("%s: %+v", enc, r)
+		}
+	}
+	w.hreq(t, "guest", "GET", base+"/team%252Fnothere", "", 404)
+	w.hreq(t, "guest", "GET", base+"/Bad%252FName", "", 400)
+
+	arts := base + "/" + appEncoded + "/artifacts"
+	rec = w.hreq(t, "guest", "GET", arts, "", 200)
+	list := decodeJSON[[]hArtifact](t, rec)
+	if len(list) != 2 || list[0].Digest != string(d2) || list[1].Digest != string(d1) || rec.Header().Get("X-Total-Count") != "2" {
+		t.Fatalf("artifacts (newest first, no accessories) %+v", list)
+	}
+	a := list[1]
+	tagNames := func(a hArtifact) []string {
+		var out []string
+		for _, tg := range a.Tags {
+			out = append(out, tg.Name)
+		}
+		return out
+	}
+	if a.Type != "IMAGE" || a.ManifestMediaType != oci.MediaTypeImageManifest || a.MediaType != "application/vnd.oci.image.config.v1+json" ||
+		a.Size == 0 || a.PushTime.IsZero() || !a.PullTime.IsZero() || !slices.Equal(tagNames(a), []string{"extra", "v1"}) ||
+		!a.Tags[0].Signed || a.Tags[0].Immutable || a.Tags[0].PushTime.IsZero() || a.ID == 0 {
+		t.Errorf("artifact %+v", a)
+	}
+	if len(a.Accessories) != 0 {
+		t.Errorf("accessories without with_accessory: %+v", a.Accessories)
+	}
+	list = decodeJSON[[]hArtifact](t, w.hreq(t, "guest", "GET", arts+"?with_accessory=true&with_tag=false", "", 200))
+	accs := map[string]string{}
+	for _, acc := range list[1].Accessories {
+		accs[acc.Digest] = acc.Type
+	}
+	if len(list[1].Tags) != 0 || accs[string(sig)] != "signature.cosign" || accs[string(sbom)] != "subject.accessory" || len(accs) != 2 {
+		t.Errorf("with_accessory, without tags: %+v", list[1])
+	}
+	rec = w.hreq(t, "guest", "GET", arts+"?page_size=1", "", 200)
+	if l := decodeJSON[[]hArtifact](t, rec); len(l) != 1 || !strings.Contains(rec.Header().Get("Link"), `rel="next"`) {
+		t.Errorf("page_size=1: %d, Link %q", len(l), rec.Header().Get("Link"))
+	}
+	for q, want := range map[string]int{"tags%3Dv2": 1, "tags%3D~v": 2, "tags%3Dnil": 0, "tags%3D*": 2, "digest%3D" + string(d1): 1} {
+		if l := decodeJSON[[]hArtifact](t, w.hreq(t, "guest", "GET", arts+"?q="+q, "", 200)); len(l) != want {
+			t.Errorf("q=%s: %d artifacts, want %d", q, len(l), want)
+		}
+	}
+	// By tag and by digest; an accessory by its digest.
+	for _, ref := range []string{"v1", string(d1)} {
+		if got := decodeJSON[hArtifact](t, w.hreq(t, "guest", "GET", arts+"/"+ref, "", 200)); got.Digest != string(d1) {
+			t.Errorf("artifact %s: %+v", ref, got)
+		}
+	}
+	w.hreq(t, "guest", "GET", arts+"/"+string(sig), "", 200)
+	w.hreq(t, "guest", "GET", arts+"/nothere", "", 404)
+	w.hreq(t, "guest", "GET", arts+"/sha256:"+strings.Repeat("0", 64), "", 404)
+	w.hreq(t, "guest", "GET", arts+"/sha256:zz", "", 400)
+	tags := decodeJSON[[]hTag](t, w.hreq(t, "guest", "GET", arts+"/v1/tags", "", 200))
+	if len(tags) != 2 || tags[0].Name != "extra" || tags[1].Name != "v1" {
+		t.Errorf("tags %+v", tags)
+	}
+
+	// Tags: a new one points at the artifact, as a push; an existing one
+	// is a conflict; immutability and signatures are not the caller's.
+	w.hreq(t, "dev", "POST", arts+"/v1/tags", `{"name":"release","id":0,"immutable":false,"signed":false}`, 201)
+	if got := decodeJSON[hArtifact](t, w.hreq(t, "dev", "GET", arts+"/release", "", 200)); got.Digest != string(d1) {
+		t.Errorf("release → %s", got.Digest)
+	}
+	if evs, err := w.node.Audit(ctx, policy.AuditFilter{Project: ownProject, Target: repo + ":release", Limit: 5}); err != nil || len(evs) == 0 || evs[0].Actor != "dev" {
+		t.Errorf("audit of the tag: %+v %v", evs, err)
+	}
+	wantError(t, w.hreq(t, "dev", "POST", arts+"/v1/tags", `{"name":"release"}`, 409), "CONFLICT")
+	w.hreq(t, "dev", "POST", arts+"/v1/tags", `{"name":"v2"}`, 409)
+	w.hreq(t, "dev", "POST", arts+"/v1/tags", `{"name":"bad tag"}`, 400)
+	w.hreq(t, "dev", "POST", arts+"/v1/tags", `{"name":"x","immutable":true}`, 400)
+	w.hreq(t, "dev", "POST", arts+"/nothere/tags", `{"name":"x"}`, 404)
+	w.hreq(t, "maint", "DELETE", arts+"/v1/tags/release", "", 200)
+	w.hreq(t, "maint", "DELETE", arts+"/v1/tags/v2", "", 404) // not on this artifact
+	if d, err := w.node.Tag(ctx, repo, "v2"); err != nil || d != d2 {
+		t.Errorf("v2 after a refused delete: %s %v", d, err)
+	}
+
+	// Immutability is the state's: 412 for a delete of an immutable tag,
+	// of its artifact or of its repository.
+	_, err := w.node.UpdateProject(ctx, policy.Project{Name: ownProject, Immutable: []policy.ImmutableRule{{Repos: "**", Tags: "v1"}}}, "immutable")
+	w.must(err)
+	if got := decodeJSON[hArtifact](t, w.hreq(t, "guest", "GET", arts+"/v1", "", 200)); !got.Tags[1].Immutable || got.Tags[0].Immutable {
+		t.Errorf("immutable flags %+v", got.Tags)
+	}
+	wantError(t, w.hreq(t, "maint", "DELETE", arts+"/v1/tags/v1", "", 412), "PRECONDITION")
+	w.hreq(t, "maint", "DELETE", arts+"/v1", "", 412)
+	w.hreq(t, "maint", "DELETE", base+"/"+appEncoded, "", 412)
+	w.restore() // drops the rule
+
+	// An artifact goes with its tags and accessories.
+	w.hreq(t, "maint", "DELETE", arts+"/v1", "", 200)
+	left, err := w.node.Artifacts(ctx, repo)
+	w.must(err)
+	if len(left) != 1 || left[0].Digest != d2 {
+		t.Errorf("after deleting v1: %+v", left)
+	}
+	w.hreq(t, "guest", "GET", arts+"/v1", "", 404)
+
+	// An index is shown with its references, and deleted before them.
+	a1, a2 := w.pushImage(ownProject+"/multi", "", "arm"), w.pushImage(ownProject+"/multi", "", "amd")
+	idx := w.pushIndex(ownProject+"/multi", "latest", a1, a2)
+	got := decodeJSON[hArtifact](t, w.hreq(t, "guest", "GET", base+"/multi/artifacts/latest", "", 200))
+	if got.Digest != string(idx) || len(got.References) != 2 || got.References[0].ChildDigest != string(a1) || got.ManifestMediaType != oci.MediaTypeImageIndex {
+		t.Errorf("index %+v", got)
+	}
+	w.hreq(t, "maint", "DELETE", base+"/multi/artifacts/"+string(a1), "", 409) // the index lists it
+	w.hreq(t, "dev", "DELETE", base+"/multi", "", 403)
+	w.hreq(t, "maint", "DELETE", base+"/multi", "", 200)
+	w.hreq(t, "maint", "DELETE", base+"/"+appEncoded, "", 200)
+	w.hreq(t, "guest", "GET", base+"/"+appEncoded, "", 404)
+	w.hreq(t, "guest", "GET", base+"/multi/artifacts", "", 404)
 }
 
 func testHarborMembers(t *testing.T, w *world) {
@@ -509,7 +703,7 @@ func TestHarborDocument(t *testing.T) {
 			routes = append(routes, r)
 		}
 	}
-	if len(routes) < 20 {
+	if len(routes) < 30 {
 		t.Errorf("only %d Harbor routes", len(routes))
 	}
 	checkDocument(t, doc, routes)

@@ -442,7 +442,7 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, http.StatusBadRequest, err.Error())
 	case errors.Is(err, oci.ErrNotFound):
 		writeError(w, http.StatusNotFound, err.Error())
-	case errors.Is(err, policy.ErrExists), errors.Is(err, oci.ErrDenied):
+	case errors.Is(err, policy.ErrExists), errors.Is(err, oci.ErrDenied), errors.Is(err, oci.ErrPreconditionFailed):
 		writeError(w, http.StatusConflict, err.Error())
 	case errors.Is(err, oci.ErrUnavailable):
 		w.Header().Set("Retry-After", "1")

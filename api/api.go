@@ -19,6 +19,10 @@ import (
 // Prefix is the path every endpoint of this package starts with.
 const Prefix = "/api/v1/"
 
+// HarborPrefix is where the Harbor-compatible subset is served (see
+// harbor.go); cmd mounts the same Handler at Prefix and at HarborPrefix.
+const HarborPrefix = "/api/v2.0/"
+
 // Realm is the HTTP basic auth realm of the management API.
 const Realm = "berth"
 
@@ -76,6 +80,7 @@ type Handler struct {
 	repl      Replication
 	replMux   *http.ServeMux
 	mux       *http.ServeMux // the access endpoints
+	harbor    *http.ServeMux // the Harbor-compatible endpoints
 	routes    []string       // patterns of mux and replMux, for the OpenAPI test
 	bearer    BearerVerifier
 	retention RetentionRunner
@@ -93,9 +98,9 @@ func (h *Handler) WithCluster(c Cluster) *Handler {
 	return h
 }
 
-// New returns the management API handler. Mount it at Prefix. store is
-// the access state (cmd passes its *cluster.Node); every request is
-// authenticated against it.
+// New returns the management API handler. Mount it at Prefix and at
+// HarborPrefix. store is the access state (cmd passes its *cluster.Node);
+// every request is authenticated against it.
 func New(gc GCRunner, store Store, info Info, logger *slog.Logger) *Handler {
 	h := &Handler{
 		gc: gc, store: store, info: info, cfg: DefaultConfig(), creds: newCredCache(),
@@ -103,11 +108,17 @@ func New(gc GCRunner, store Store, info Info, logger *slog.Logger) *Handler {
 	}
 	h.mux = http.NewServeMux()
 	h.accessRoutes()
+	h.harbor = http.NewServeMux()
+	h.harborRoutes()
 	return h
 }
 
 // ServeHTTP routes a request to its endpoint.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if strings.HasPrefix(r.URL.Path, HarborPrefix) {
+		h.serveHarbor(w, r)
+		return
+	}
 	// Known paths name their route for the metrics; others keep the mount
 	// pattern, so that raw paths never become label values.
 	switch r.URL.Path {

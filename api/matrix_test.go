@@ -325,7 +325,9 @@ func TestRoleMatrix(t *testing.T) {
 		}
 	}
 	for _, route := range api.Routes(w.h) {
-		if !covered[route] {
+		// The Harbor-compatible routes have their own matrix
+		// (TestHarborRoleMatrix), over the same principals and projects.
+		if !covered[route] && !isHarborRoute(route) {
 			t.Errorf("route %s is not in the role matrix", route)
 		}
 	}

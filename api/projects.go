@@ -164,12 +164,8 @@ type ProjectRequest struct {
 // admin. Robots never create projects.
 func (h *Handler) createProject(w http.ResponseWriter, r *http.Request, p policy.Principal) {
 	ctx := r.Context()
-	if err := requireUser(p); err != nil {
+	if err := h.mayCreateProject(p); err != nil {
 		h.fail(w, r, err)
-		return
-	}
-	if h.cfg.ProjectCreation != ProjectCreationEveryone && !p.Admin {
-		h.fail(w, r, forbidden("only system administrators create projects"))
 		return
 	}
 	var req ProjectRequest
@@ -191,19 +187,8 @@ func (h *Handler) createProject(w http.ResponseWriter, r *http.Request, p policy
 			quota.Count = *req.CountLimit
 		}
 	}
-	proj, err := h.store.CreateProject(ctx, policy.Project{Name: req.Name, Public: req.Public, Owner: p.Name, Quota: quota})
+	proj, err := h.createOwnedProject(ctx, p, policy.Project{Name: req.Name, Public: req.Public, Quota: quota})
 	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	m := policy.Member{Project: proj.Name, User: p.Name, Role: policy.RoleProjectAdmin}
-	if err := h.store.PutMember(ctx, m, true); err != nil {
-		// A project nobody but the administrators can manage is worth
-		// less than none: take it back, so that the client may retry.
-		if derr := h.store.DeleteProject(context.WithoutCancel(ctx), proj.Name); derr != nil {
-			h.logger.ErrorContext(ctx, "undo project creation", "project", proj.Name, "error", derr,
-				"request_id", registry.RequestID(ctx))
-		}
 		h.fail(w, r, err)
 		return
 	}
@@ -215,6 +200,41 @@ func (h *Handler) createProject(w http.ResponseWriter, r *http.Request, p policy
 	}
 	w.Header().Set("Location", Prefix+"projects/"+proj.Name)
 	writeJSON(w, http.StatusCreated, v)
+}
+
+// mayCreateProject refuses p if it may not create projects at all:
+// anonymous requests and robots never may; users only as
+// Config.ProjectCreation says. It is decided before the body is read.
+func (h *Handler) mayCreateProject(p policy.Principal) error {
+	if err := requireUser(p); err != nil {
+		return err
+	}
+	if h.cfg.ProjectCreation != ProjectCreationEveryone && !p.Admin {
+		return forbidden("only system administrators create projects")
+	}
+	return nil
+}
+
+// createOwnedProject creates proj with p as its owner and project admin
+// (the caller has checked mayCreateProject, and that only an
+// administrator sets limits).
+func (h *Handler) createOwnedProject(ctx context.Context, p policy.Principal, proj policy.Project) (policy.Project, error) {
+	proj.Owner = p.Name
+	created, err := h.store.CreateProject(ctx, proj)
+	if err != nil {
+		return policy.Project{}, err
+	}
+	m := policy.Member{Project: created.Name, User: p.Name, Role: policy.RoleProjectAdmin}
+	if err := h.store.PutMember(ctx, m, true); err != nil {
+		// A project nobody but the administrators can manage is worth
+		// less than none: take it back, so that the client may retry.
+		if derr := h.store.DeleteProject(context.WithoutCancel(ctx), created.Name); derr != nil {
+			h.logger.ErrorContext(ctx, "undo project creation", "project", created.Name, "error", derr,
+				"request_id", registry.RequestID(ctx))
+		}
+		return policy.Project{}, err
+	}
+	return created, nil
 }
 
 func (h *Handler) getProject(w http.ResponseWriter, r *http.Request, p policy.Principal, pa policy.ProjectAccess) {

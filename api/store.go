@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/berth-registry/berth/oci"
 	"github.com/berth-registry/berth/policy"
 )
 
@@ -85,7 +86,41 @@ type TokenKeyStore interface {
 	RotateTokenKey(ctx context.Context) (kid string, err error)
 }
 
-// Store is the state of the access model as the management API uses it.
+// IDStore finds projects, users and robots by the numbers Harbor's API
+// names them with (oci.ErrNotFound for an id nobody has).
+type IDStore interface {
+	ProjectByID(ctx context.Context, id uint64) (policy.Project, error)
+	UserByID(ctx context.Context, id uint64) (policy.User, error)
+	RobotByID(ctx context.Context, id uint64) (policy.Robot, error)
+}
+
+// ContentStore reads and changes repositories, artifacts and tags for the
+// Harbor-compatible endpoints. They are the methods the registry writes
+// through, so a tag created or an artifact deleted here obeys the same
+// rules in the state (immutability, quotas, indexes that list a manifest)
+// and makes the same replication events and audit entries as a push or a
+// delete through /v2/.
+type ContentStore interface {
+	// ProjectRepositories pages through project's repositories (full
+	// names), strictly after last.
+	ProjectRepositories(ctx context.Context, project, last string, count int) ([]string, error)
+	// Artifacts lists repo's manifests with their tags (oci.ErrNotFound for
+	// a repository without any).
+	Artifacts(ctx context.Context, repo string) ([]policy.Artifact, error)
+	Manifest(ctx context.Context, repo string, dgst oci.Digest) (oci.Record, []byte, error)
+	Tag(ctx context.Context, repo, tag string) (oci.Digest, error)
+	// TagVersion returns the version of repo:tag, whose HLC is the time it
+	// was last pointed (found is false for a deleted tag).
+	TagVersion(ctx context.Context, repo, tag string) (v oci.TagVersion, found bool, err error)
+	// PutManifest with a tag and a zero version points the tag at the
+	// stored manifest as a local push does.
+	PutManifest(ctx context.Context, rec oci.Record, payload []byte, tag string, v oci.TagVersion) error
+	DeleteManifest(ctx context.Context, repo string, dgst oci.Digest) error
+	DeleteTag(ctx context.Context, repo, tag string, v oci.TagVersion, ifDigest oci.Digest) error
+}
+
+// Store is the state of the access model as the management API uses it,
+// and the content the Harbor-compatible endpoints show.
 type Store interface {
 	AccountStore
 	ProjectStore
@@ -93,6 +128,8 @@ type Store interface {
 	RobotStore
 	HistoryStore
 	TokenKeyStore
+	IDStore
+	ContentStore
 }
 
 // BearerVerifier checks an `Authorization: Bearer` access token (its

@@ -315,6 +315,8 @@ func (w *writer) putProject(c command) error {
 		}
 	case !found:
 		return fmt.Errorf("project %s: %w", in.Name, policy.ErrNoProject)
+	case c.IfUpdated != 0 && cur.Updated != c.IfUpdated:
+		return fmt.Errorf("project %s changed since it was read; read it again: %w", in.Name, oci.ErrPreconditionFailed)
 	default:
 		p = cur
 		p.Updated = c.Time

@@ -134,7 +134,9 @@ func (n *Node) CreateProject(ctx context.Context, p policy.Project) (policy.Proj
 }
 
 // UpdateProject changes fields (FieldPublic, FieldQuota, ...) of project
-// p.Name to p's.
+// p.Name to p's. A non-zero p.Updated makes it conditional: it fails with
+// oci.ErrPreconditionFailed when the project changed since (the caller
+// read p, changed it, and writes it back).
 func (n *Node) UpdateProject(ctx context.Context, p policy.Project, fields ...string) (policy.Project, error) {
 	if len(fields) == 0 {
 		return n.Project(ctx, p.Name)
@@ -148,7 +150,7 @@ func (n *Node) UpdateProject(ctx context.Context, p policy.Project, fields ...st
 	case FieldRetention:
 		resource = policy.AuditRetPolicy
 	}
-	err := n.propose(ctx, command{Op: opPutProject, Project: &p, Fields: fields, Time: now(),
+	err := n.propose(ctx, command{Op: opPutProject, Project: &p, Fields: fields, Time: now(), IfUpdated: p.Updated,
 		Audit: event(ctx, policy.AuditUpdate, resource, p.Name, p.Name, fmt.Sprintf("fields %v", fields))})
 	if err != nil {
 		return policy.Project{}, err

@@ -509,3 +509,44 @@ func TestRetentionRunsKeptBounded(t *testing.T) {
 		t.Fatalf("a run without id = %v", err)
 	}
 }
+
+func TestReplicationConfigIsAudited(t *testing.T) {
+	h := newHarness(t)
+	ev := func(op, res, target string) *policy.AuditEvent {
+		return &policy.AuditEvent{Actor: "alice", Addr: "192.0.2.7", Op: op, Resource: res, Target: target}
+	}
+	h.mustApply(command{Op: opPutEndpoint, Time: t0, Endpoint: &policy.Endpoint{Name: "eu", URL: "https://eu.example", Type: policy.EndpointBerth},
+		Audit: ev(policy.AuditUpdate, policy.AuditEndpoint, "eu")})
+	h.mustApply(command{Op: opPutRule, Time: t0, Rule: &policy.Rule{Name: "to-eu", Endpoint: "eu", Trigger: policy.TriggerManual},
+		Audit: ev(policy.AuditUpdate, policy.AuditReplication, "to-eu")})
+	// A refused change records nothing.
+	if err := h.apply(command{Op: opDeleteEndpoint, Name: "eu", Audit: ev(policy.AuditDelete, policy.AuditEndpoint, "eu")}); !errors.Is(err, oci.ErrDenied) {
+		t.Fatalf("delete an endpoint in use = %v", err)
+	}
+	h.mustApply(command{Op: opDeleteRule, Name: "to-eu", Time: t0, Audit: ev(policy.AuditDelete, policy.AuditReplication, "to-eu")})
+	events, err := h.f.audit(policy.AuditFilter{Actor: "alice", Limit: 10})
+	if err != nil || len(events) != 3 {
+		t.Fatalf("events = %+v, %v; want 3", events, err)
+	}
+	if e := events[0]; e.Op != policy.AuditDelete || e.Resource != policy.AuditReplication || e.Addr != "192.0.2.7" {
+		t.Fatalf("newest event %+v", e)
+	}
+}
+
+func TestProjectUpdateIfUnchanged(t *testing.T) {
+	h := newHarness(t)
+	h.mustApply(projectCmd("p", false, policy.NoQuota))
+	p, _ := h.f.project("p")
+	rule := []policy.ImmutableRule{{Repos: "**", Tags: "v*"}}
+	h.mustApply(command{Op: opPutProject, Fields: []string{FieldImmutable}, Time: t0 + 1, IfUpdated: p.Updated,
+		Project: &policy.Project{Name: "p", Immutable: rule}})
+	// A second writer that read the project before the first one wrote.
+	err := h.apply(command{Op: opPutProject, Fields: []string{FieldImmutable}, Time: t0 + 2, IfUpdated: p.Updated,
+		Project: &policy.Project{Name: "p", Immutable: []policy.ImmutableRule{{Repos: "**", Tags: "latest"}}}})
+	if !errors.Is(err, oci.ErrPreconditionFailed) {
+		t.Fatalf("a stale read-modify-write = %v, want ErrPreconditionFailed", err)
+	}
+	if p, _ := h.f.project("p"); len(p.Immutable) != 1 || p.Immutable[0].Tags != "v*" {
+		t.Fatalf("rules = %+v", p.Immutable)
+	}
+}

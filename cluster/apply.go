@@ -86,13 +86,21 @@ func applyCommand(tx *bbolt.Tx, data []byte, blobs *[]oci.Digest) error {
 	case opPutRetentionRun:
 		err = w.putRetentionRun(c)
 	case opPutEndpoint:
-		err = w.putEndpoint(c.Endpoint)
+		if err = w.putEndpoint(c.Endpoint); err == nil {
+			w.audit(c)
+		}
 	case opDeleteEndpoint:
-		err = w.deleteEndpoint(c.Name)
+		if err = w.deleteEndpoint(c.Name); err == nil {
+			w.audit(c)
+		}
 	case opPutRule:
-		err = w.putRule(c.Rule)
+		if err = w.putRule(c.Rule); err == nil {
+			w.audit(c)
+		}
 	case opDeleteRule:
-		err = w.deleteRule(c.Name)
+		if err = w.deleteRule(c.Name); err == nil {
+			w.audit(c)
+		}
 	case opStartExecution:
 		err = w.startExecution(c)
 	case opAddTasks:

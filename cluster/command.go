@@ -133,6 +133,10 @@ type command struct {
 	TokenKey *TokenKey            `json:"token_key,omitempty"`
 	Run      *policy.RetentionRun `json:"run,omitempty"`
 	Create   bool                 `json:"create,omitempty"`
+	// IfUpdated makes an update of a project conditional: it applies only
+	// while the project's Updated is still this (a read-modify-write of
+	// its rules through two nodes at once loses neither change).
+	IfUpdated int64 `json:"if_updated,omitempty"`
 	// Audit is the audit event of the change this command makes, written
 	// with it; Events are events of their own (append_audit); Pulls count
 	// pulls (append_audit).

@@ -64,13 +64,15 @@ func (n *Node) PutEndpoint(ctx context.Context, e policy.Endpoint) error {
 	if err := e.Validate(); err != nil {
 		return err
 	}
-	return n.propose(ctx, command{Op: opPutEndpoint, Endpoint: &e, Time: time.Now().UnixNano()})
+	return n.propose(ctx, command{Op: opPutEndpoint, Endpoint: &e, Time: time.Now().UnixNano(),
+		Audit: event(ctx, policy.AuditUpdate, policy.AuditEndpoint, e.Name, "", "url="+e.URL+" type="+e.Type+" user="+e.User)})
 }
 
 // DeleteEndpoint removes an endpoint; it is refused (oci.ErrDenied) while a
 // rule uses it.
 func (n *Node) DeleteEndpoint(ctx context.Context, name string) error {
-	return n.propose(ctx, command{Op: opDeleteEndpoint, Name: name})
+	return n.propose(ctx, command{Op: opDeleteEndpoint, Name: name, Time: time.Now().UnixNano(),
+		Audit: event(ctx, policy.AuditDelete, policy.AuditEndpoint, name, "", "")})
 }
 
 // Rules returns every rule, by name.
@@ -92,13 +94,15 @@ func (n *Node) PutRule(ctx context.Context, r policy.Rule) error {
 	if err := r.Validate(); err != nil {
 		return err
 	}
-	return n.propose(ctx, command{Op: opPutRule, Rule: &r, Time: time.Now().UnixNano()})
+	return n.propose(ctx, command{Op: opPutRule, Rule: &r, Time: time.Now().UnixNano(),
+		Audit: event(ctx, policy.AuditUpdate, policy.AuditReplication, r.Name, "", ruleDetail(r))})
 }
 
 // DeleteRule removes a rule and stops its running executions and their
 // active tasks; the history stays until pruned.
 func (n *Node) DeleteRule(ctx context.Context, name string) error {
-	return n.propose(ctx, command{Op: opDeleteRule, Name: name, Time: time.Now().UnixNano()})
+	return n.propose(ctx, command{Op: opDeleteRule, Name: name, Time: time.Now().UnixNano(),
+		Audit: event(ctx, policy.AuditDelete, policy.AuditReplication, name, "", "")})
 }
 
 // newToken returns a random id for one start_execution.
@@ -265,4 +269,10 @@ func (n *Node) Tombstones(ctx context.Context, repo, last string, count int) ([]
 // PurgeTombstones forgets the tombstones of deletes made before before.
 func (n *Node) PurgeTombstones(ctx context.Context, before time.Time) error {
 	return n.propose(ctx, command{Op: opPurgeTombstones, Time: unixNano(before)})
+}
+
+// ruleDetail describes a replication rule for the audit log.
+func ruleDetail(r policy.Rule) string {
+	return fmt.Sprintf("endpoint=%s repos=%q tags=%q trigger=%s %s delete=%t enabled=%t",
+		r.Endpoint, r.Repos, r.Tags, r.Trigger, r.Cron, r.Delete, r.Enabled)
 }

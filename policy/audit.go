@@ -24,17 +24,19 @@ const (
 
 // Audit resource types.
 const (
-	AuditArtifact  = "artifact"
-	AuditTag       = "tag"
-	AuditProject   = "project"
-	AuditMember    = "member"
-	AuditUser      = "user"
-	AuditRobot     = "robot"
-	AuditImmutable = "immutable_rule"
-	AuditRetPolicy = "retention_policy"
-	AuditQuotaRes  = "quota"
-	AuditTokenKey  = "token_key"
-	AuditAccount   = "account" // login failures
+	AuditArtifact    = "artifact"
+	AuditTag         = "tag"
+	AuditProject     = "project"
+	AuditMember      = "member"
+	AuditUser        = "user"
+	AuditRobot       = "robot"
+	AuditImmutable   = "immutable_rule"
+	AuditRetPolicy   = "retention_policy"
+	AuditQuotaRes    = "quota"
+	AuditTokenKey    = "token_key"
+	AuditAccount     = "account" // login failures
+	AuditEndpoint    = "replication_endpoint"
+	AuditReplication = "replication_policy"
 )
 
 // Bounds of an event.

@@ -226,6 +226,7 @@ func (m *Main) serve(ctx context.Context, cfg Config) (err error) {
 		WithRetention(retentionAPI{retainer}).
 		WithBearer(bearerAPI{auth})
 	mux.Handle(api.Prefix, gate(&open, apiHandler))
+	mux.Handle(api.HarborPrefix, gate(&open, apiHandler))
 	mux.Handle(registry.TokenPath, gate(&open, auth.TokenHandler()))
 	mux.Handle(cluster.InternalPrefix, node.InternalHandler())
 	mux.Handle("/metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{Registry: metrics}))

@@ -90,6 +90,10 @@ func startCluster(ctx context.Context, bin, dir string, size int, logLevel strin
 		c.stop()
 		return nil, err
 	}
+	if err := c.nodes[0].createProject(ctx, benchProject); err != nil {
+		c.stop()
+		return nil, err
+	}
 	return c, nil
 }
 

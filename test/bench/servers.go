@@ -71,7 +71,35 @@ func startBerth(ctx context.Context, bin, dir string) (*server, error) {
 		logPath: filepath.Join(dir, "berth.log"), readyPath: "/readyz",
 	}
 	s.env = []string{"BERTH_ADMIN_PASSWORD=" + s.password}
-	return s, s.start(ctx)
+	if err := s.start(ctx); err != nil {
+		return s, err
+	}
+	return s, s.createProject(ctx, benchProject)
+}
+
+// benchProject is the project the benchmarks push into: berth refuses
+// pushes into a project that does not exist.
+const benchProject = "bench"
+
+// createProject creates project name on a berth as admin (an existing
+// one is fine).
+func (s *server) createProject(ctx context.Context, name string) error {
+	body := strings.NewReader(fmt.Sprintf(`{"name":%q,"public":true}`, name))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url+"/api/v1/projects", body)
+	if err != nil {
+		return err
+	}
+	req.SetBasicAuth(s.user, s.password)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("create project %s: %w", name, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusConflict {
+		return fmt.Errorf("create project %s on %s: %s", name, s.name, resp.Status)
+	}
+	return nil
 }
 
 // startDistribution starts the CNCF distribution registry with filesystem

@@ -1,10 +1,14 @@
 package chaos
 
 import (
+	"bytes"
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -71,6 +75,10 @@ func (e *Env) StartCluster(ctx context.Context, spec ClusterSpec) (*Cluster, err
 		}
 	}
 	if err := c.WaitMembers(ctx, readyTimeout); err != nil {
+		return c, err
+	}
+	// berth refuses pushes into a project that does not exist.
+	if err := createProjects(ctx, c.Nodes[0], e.Password, workloadProjects...); err != nil {
 		return c, err
 	}
 	e.logf("cluster %s: %d nodes ready in %s: %s", c.Name, len(c.Nodes), time.Since(start).Round(time.Millisecond), c.describe())
@@ -235,6 +243,37 @@ func (c *Cluster) checkMembers(n *Node, st *Status, hash bool, conv *Convergence
 		case m.AppliedIndex != conv.AppliedIndex || m.StateHash != conv.StateHash:
 			return fmt.Errorf("%s sees %s at applied index %d hash %.12s, another member at %d hash %.12s",
 				n.Short, name, m.AppliedIndex, m.StateHash, conv.AppliedIndex, conv.StateHash)
+		}
+	}
+	return nil
+}
+
+// workloadProjects are the projects the chaos workloads push into.
+var workloadProjects = []string{"chaos", "chain", "pair"}
+
+// createProjects creates projects through n's management API as admin;
+// one that exists already is fine.
+func createProjects(ctx context.Context, n *Node, password string, projects ...string) error {
+	for _, p := range projects {
+		body, _ := json.Marshal(map[string]any{"name": p, "public": true})
+		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		req, err := http.NewRequestWithContext(rctx, http.MethodPost, n.URL()+"/api/v1/projects", bytes.NewReader(body))
+		if err != nil {
+			cancel()
+			return err
+		}
+		req.SetBasicAuth("admin", password)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			cancel()
+			return fmt.Errorf("create project %s: %w", p, err)
+		}
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		resp.Body.Close()
+		cancel()
+		if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusConflict {
+			return fmt.Errorf("create project %s: %s: %s", p, resp.Status, msg)
 		}
 	}
 	return nil

@@ -223,10 +223,10 @@ func TestReplicationToDistribution(t *testing.T) {
 	env := cmdOpts{env: []string{"COSIGN_PASSWORD=e2e-key-password", "COSIGN_YES=true"}}
 	c.runOpts(env, "cosign", "generate-key-pair")
 	c.runOpts(env, "cosign", append([]string{"sign", "--key", "cosign.key", "--tlog-upload=false", "-y"},
-		append(cosignInsecure, a.Host()+"/app@"+dg.String())...)...)
+		append(cosignInsecure, a.Host()+"/pair/app@"+dg.String())...)...)
 	mustBerth(t, a, "replicate", "wait", "pair/app:v1", "--timeout", "60s")
 	c.runOpts(env, "cosign", append([]string{"verify", "--key", "cosign.pub", "--insecure-ignore-tlog"},
-		append(cosignInsecure, d.Host()+"/app:v1")...)...)
+		append(cosignInsecure, d.Host()+"/pair/app:v1")...)...)
 
 	ctx := deadlineCtx(t, time.Minute)
 	if err := remote.Delete(a.ref(t, "pair/app:v1"), a.remote(ctx)...); err != nil {

@@ -370,7 +370,7 @@ func TestReplicationDualMasterPartition(t *testing.T) {
 	pushRandom(t, b, "pair/app:only-b")       // one side only
 	pushRandom(t, b, "pair/app:gone")         // re-pushed at b, then deleted at a: the delete is newer
 	last := pushRandom(t, b, "pair/app:both") // newer: wins on both sides
-	<-time.After(10 * time.Millisecond)  // the clocks move on (not an assertion)
+	<-time.After(10 * time.Millisecond)       // the clocks move on (not an assertion)
 	ctx := deadlineCtx(t, time.Minute)
 	if err := remote.Delete(a.ref(t, "pair/app:gone"), a.remote(ctx)...); err != nil {
 		t.Fatal(err)

@@ -194,7 +194,7 @@ func (h *Handler) createImmutable(w http.ResponseWriter, r *http.Request, _ poli
 		h.fail(w, r, invalid(fmt.Sprintf("a project may have at most %d immutability rules", policy.MaxImmutableRules)))
 		return
 	}
-	proj, err = h.store.UpdateProject(r.Context(), policy.Project{Name: pa.Name, Immutable: rules, Updated: proj.Updated}, "immutable")
+	proj, err = h.store.UpdateProjectIf(r.Context(), policy.Project{Name: pa.Name, Immutable: rules}, proj.Updated, "immutable")
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -234,7 +234,7 @@ func (h *Handler) changeImmutable(w http.ResponseWriter, r *http.Request, projec
 	} else {
 		rules = slices.Delete(rules, i, i+1)
 	}
-	if _, err := h.store.UpdateProject(r.Context(), policy.Project{Name: project, Immutable: rules, Updated: proj.Updated}, "immutable"); err != nil {
+	if _, err := h.store.UpdateProjectIf(r.Context(), policy.Project{Name: project, Immutable: rules}, proj.Updated, "immutable"); err != nil {
 		h.fail(w, r, err)
 		return
 	}

@@ -41,6 +41,9 @@ type ProjectStore interface {
 	// UpdateProject changes the named fields ("public", "quota",
 	// "immutable", "retention") of project p.Name to p's.
 	UpdateProject(ctx context.Context, p policy.Project, fields ...string) (policy.Project, error)
+	// UpdateProjectIf updates only while the project's Updated is still
+	// ifUpdated (oci.ErrPreconditionFailed otherwise).
+	UpdateProjectIf(ctx context.Context, p policy.Project, ifUpdated int64, fields ...string) (policy.Project, error)
 	DeleteProject(ctx context.Context, name string) error
 	ProjectMembers(ctx context.Context, project string) ([]policy.Member, error)
 	Memberships(ctx context.Context, user string) ([]policy.Member, error)

@@ -134,10 +134,17 @@ func (n *Node) CreateProject(ctx context.Context, p policy.Project) (policy.Proj
 }
 
 // UpdateProject changes fields (FieldPublic, FieldQuota, ...) of project
-// p.Name to p's. A non-zero p.Updated makes it conditional: it fails with
-// oci.ErrPreconditionFailed when the project changed since (the caller
-// read p, changed it, and writes it back).
+// p.Name to p's.
 func (n *Node) UpdateProject(ctx context.Context, p policy.Project, fields ...string) (policy.Project, error) {
+	return n.UpdateProjectIf(ctx, p, 0, fields...)
+}
+
+// UpdateProjectIf is UpdateProject on condition that the project's Updated
+// is still ifUpdated (0: no condition): a caller that read the project,
+// changed a list in it and writes it back fails with
+// oci.ErrPreconditionFailed, and reads again, when another change came
+// between.
+func (n *Node) UpdateProjectIf(ctx context.Context, p policy.Project, ifUpdated int64, fields ...string) (policy.Project, error) {
 	if len(fields) == 0 {
 		return n.Project(ctx, p.Name)
 	}
@@ -150,7 +157,7 @@ func (n *Node) UpdateProject(ctx context.Context, p policy.Project, fields ...st
 	case FieldRetention:
 		resource = policy.AuditRetPolicy
 	}
-	err := n.propose(ctx, command{Op: opPutProject, Project: &p, Fields: fields, Time: now(), IfUpdated: p.Updated,
+	err := n.propose(ctx, command{Op: opPutProject, Project: &p, Fields: fields, Time: now(), IfUpdated: ifUpdated,
 		Audit: event(ctx, policy.AuditUpdate, resource, p.Name, p.Name, fmt.Sprintf("fields %v", fields))})
 	if err != nil {
 		return policy.Project{}, err

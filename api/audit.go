@@ -84,22 +84,18 @@ func queryTime(r *http.Request, key string) (int64, error) {
 }
 
 // TokenKey describes a signing key of the token service (never the key).
-type TokenKey struct {
-	Kid     string `json:"kid"`
-	Created int64  `json:"created,omitempty"` // unix nanoseconds
-	Current bool   `json:"current"`
-}
+type TokenKey = policy.SigningKey
 
-// listTokenKeys answers GET /system/token-keys: the key that signs new
-// tokens. The keys before it still verify the tokens they signed until
-// those expire.
+// listTokenKeys answers GET /system/token-keys: the keys the cluster
+// keeps, newest first; the current one signs new tokens, the ones before
+// it still verify the tokens they signed.
 func (h *Handler) listTokenKeys(w http.ResponseWriter, r *http.Request, _ policy.Principal) {
-	kid, _, created, err := h.store.SigningKey(r.Context())
+	keys, err := h.store.TokenKeys(r.Context())
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, []TokenKey{{Kid: kid, Created: created.UnixNano(), Current: true}})
+	writeJSON(w, http.StatusOK, keys)
 }
 
 // rotateTokenKey answers POST /system/token-keys/rotate: a new key signs

@@ -454,7 +454,10 @@ func TestAccessRules(t *testing.T) {
 		keys := decodeJSON[[]api.TokenKey](t, w.as(t, "admin", "GET", "/api/v1/system/token-keys", "", 200))
 		rot := decodeJSON[api.TokenKey](t, w.as(t, "admin", "POST", "/api/v1/system/token-keys/rotate", "", 200))
 		after := decodeJSON[[]api.TokenKey](t, w.as(t, "admin", "GET", "/api/v1/system/token-keys", "", 200))
-		if len(keys) != 1 || rot.Kid == "" || rot.Kid == keys[0].Kid || after[0].Kid != rot.Kid {
+		// The new key signs; the one before it stays, to verify what it
+		// signed (the newest three are kept).
+		if len(keys) == 0 || !keys[0].Current || rot.Kid == "" || rot.Kid == keys[0].Kid || len(after) != min(len(keys)+1, 3) ||
+			after[0].Kid != rot.Kid || !after[0].Current || after[1].Kid != keys[0].Kid || after[1].Current {
 			t.Fatalf("keys %+v, rotated %+v, after %+v", keys, rot, after)
 		}
 		if b := w.as(t, "admin", "GET", "/api/v1/system/token-keys", "", 200).Body.String(); strings.Contains(b, "seal") || strings.Contains(b, "private") {

@@ -2,9 +2,7 @@ package api
 
 import (
 	"context"
-	"crypto/ed25519"
 	"net/http"
-	"time"
 
 	"github.com/berth-registry/berth/oci"
 	"github.com/berth-registry/berth/policy"
@@ -83,9 +81,9 @@ type HistoryStore interface {
 }
 
 // TokenKeyStore holds the token service's signing keys. The API shows
-// only the current key's id and age; it never sends the key.
+// their ids and ages; it never sees a key.
 type TokenKeyStore interface {
-	SigningKey(ctx context.Context) (kid string, key ed25519.PrivateKey, created time.Time, err error)
+	TokenKeys(ctx context.Context) ([]policy.SigningKey, error)
 	RotateTokenKey(ctx context.Context) (kid string, err error)
 }
 

@@ -631,6 +631,49 @@ func (n *Node) RotateTokenKey(ctx context.Context) (string, error) {
 	return k.Kid, err
 }
 
+// TokenKeys lists the token signing keys the cluster keeps (never the
+// keys themselves), newest first.
+func (n *Node) TokenKeys(ctx context.Context) ([]policy.SigningKey, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return n.fsm.tokenKeys()
+}
+
+// rotateTokenKeys makes a new signing key current when the current one is
+// older than TokenKeyRotation: the leader checks every tokenRotationCheck.
+func (n *Node) rotateTokenKeys(ctx context.Context) {
+	if n.cfg.TokenKeyRotation <= 0 {
+		return
+	}
+	t := time.NewTicker(tokenRotationCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if !n.IsLeader() {
+			continue
+		}
+		k, err := n.fsm.currentTokenKey()
+		if err != nil || time.Since(time.Unix(0, k.Created)) < n.cfg.TokenKeyRotation {
+			continue
+		}
+		actx := policy.WithActor(ctx, policy.Actor{Name: "system"})
+		if kid, err := n.RotateTokenKey(actx); err != nil {
+			n.logger.Warn("rotate the token signing key", "error", err)
+		} else {
+			n.logger.Info("rotated the token signing key", "kid", kid, "previous", k.Kid)
+		}
+	}
+}
+
+// tokenRotationCheck is how often the leader looks at the signing key's
+// age.
+const tokenRotationCheck = 10 * time.Minute
+
 // SigningKey returns the current token signing key.
 func (n *Node) SigningKey(ctx context.Context) (kid string, key ed25519.PrivateKey, created time.Time, err error) {
 	if err := ctx.Err(); err != nil {

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -210,6 +211,27 @@ func (f *fsm) currentTokenKey() (TokenKey, error) {
 		return TokenKey{}, fmt.Errorf("token signing key: %w", oci.ErrNotFound)
 	}
 	return f.tokenKey(kid)
+}
+
+// tokenKeys lists the signing keys the state keeps, newest first.
+func (f *fsm) tokenKeys() ([]policy.SigningKey, error) {
+	keys, err := all[TokenKey](f, bucketTokenKeys)
+	if err != nil {
+		return nil, err
+	}
+	var current string
+	if err := f.view(func(tx *bbolt.Tx) error {
+		current = string(tx.Bucket(bucketMeta).Get(metaTokenKey))
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	out := make([]policy.SigningKey, 0, len(keys))
+	for _, k := range keys {
+		out = append(out, policy.SigningKey{Kid: k.Kid, Created: k.Created, Current: k.Kid == current})
+	}
+	slices.SortFunc(out, func(a, b policy.SigningKey) int { return cmp.Compare(b.Created, a.Created) })
+	return out, nil
 }
 
 // audit returns the newest events that f selects, newest first. With a

@@ -414,6 +414,10 @@ func TestTokenKeys(t *testing.T) {
 	if k, _ := h.f.currentTokenKey(); k.Kid != "k5" {
 		t.Fatalf("current = %s, want k5", k.Kid)
 	}
+	listed, err := h.f.tokenKeys()
+	if err != nil || len(listed) != 3 || listed[0].Kid != "k5" || !listed[0].Current || listed[2].Kid != "k3" || listed[2].Current {
+		t.Fatalf("listed keys = %+v, %v; want k5 (current), k4, k3", listed, err)
+	}
 	for kid, want := range map[string]bool{"k1": false, "k2": false, "k3": true, "k4": true, "k5": true} {
 		if _, err := h.f.tokenKey(kid); (err == nil) != want {
 			t.Errorf("key %s kept = %v, want %v", kid, err == nil, want)

@@ -98,6 +98,9 @@ type Config struct {
 	// bounds how many (the oldest go first).
 	AuditRetention time.Duration
 	AuditMaxEvents int
+	// TokenKeyRotation is the age at which the leader replaces the token
+	// signing key (the last few stay to verify what they signed); 0 never.
+	TokenKeyRotation time.Duration
 
 	// RaftLogLevel is the lowest level of hashicorp/raft's own log lines
 	// that reach the slog logger (component=raft).
@@ -149,6 +152,7 @@ func DefaultConfig() Config {
 		AuditFlushInterval: time.Second,
 		AuditRetention:     90 * 24 * time.Hour,
 		AuditMaxEvents:     100000,
+		TokenKeyRotation:   30 * 24 * time.Hour,
 	}
 }
 
@@ -202,6 +206,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: max voters must be at least 1", ErrConfig)
 	case c.DeadPeerTimeout <= 0:
 		return fmt.Errorf("%w: dead peer timeout must be positive", ErrConfig)
+	case c.TokenKeyRotation < 0:
+		return fmt.Errorf("%w: token key rotation must not be negative", ErrConfig)
 	case c.AuditFlushInterval <= 0 || c.AuditRetention <= 0 || c.AuditMaxEvents <= 0:
 		return fmt.Errorf("%w: audit flush interval, retention and max events must be positive", ErrConfig)
 	}

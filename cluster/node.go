@@ -231,6 +231,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Node, err
 		n.bg.Go(func() { n.runSnapshots(n.bgCtx) })
 	}
 	n.bg.Go(func() { n.runAudit(n.bgCtx) })
+	n.bg.Go(func() { n.rotateTokenKeys(n.bgCtx) })
 	ok = true
 	return n, nil
 }

@@ -298,3 +298,12 @@ type Account struct {
 	ID        uint64
 	Gen       uint64
 }
+
+// SigningKey describes a signing key of the token service, never the key
+// itself: its id (a token's kid), when it was made, and whether it signs
+// new tokens (the others only verify the tokens they signed).
+type SigningKey struct {
+	Kid     string `json:"kid"`
+	Created int64  `json:"created"` // unix nanoseconds
+	Current bool   `json:"current"`
+}

@@ -62,6 +62,7 @@ type Config struct {
 	ProjectCreation    string        `yaml:"project_creation"`
 	AuditRetention     time.Duration `yaml:"audit_retention"`
 	AuditMaxEvents     int           `yaml:"audit_max_events"`
+	TokenKeyRotation   time.Duration `yaml:"token_key_rotation"`
 }
 
 // maxTokenExpiry bounds token_expiry: access tokens are short-lived.
@@ -104,6 +105,7 @@ func DefaultConfig() Config {
 		ProjectCreation:       api.ProjectCreationEveryone,
 		AuditRetention:        cluster.DefaultConfig().AuditRetention,
 		AuditMaxEvents:        cluster.DefaultConfig().AuditMaxEvents,
+		TokenKeyRotation:      cluster.DefaultConfig().TokenKeyRotation,
 	}
 }
 
@@ -159,6 +161,9 @@ func (c Config) Validate() error {
 	default:
 		return fmt.Errorf("project_creation %q: want everyone or adminonly", c.ProjectCreation)
 	}
+	if c.TokenKeyRotation < 0 {
+		return fmt.Errorf("token_key_rotation %s must not be negative (0: never)", c.TokenKeyRotation)
+	}
 	if c.AuditRetention <= 0 || c.AuditMaxEvents <= 0 {
 		return errors.New("audit_retention and audit_max_events must be positive")
 	}
@@ -176,6 +181,7 @@ func (c Config) clusterConfig(nodeID string, secret []byte) (cluster.Config, err
 	cc.DeadPeerTimeout = c.DeadPeerTimeout
 	cc.AuditRetention = c.AuditRetention
 	cc.AuditMaxEvents = c.AuditMaxEvents
+	cc.TokenKeyRotation = c.TokenKeyRotation
 	host := c.advertiseHost()
 	var err error
 	cc.RaftAddr = c.RaftAddr
@@ -337,6 +343,7 @@ const (
 	flagProjectCreation    = "project-creation"
 	flagAuditRetention     = "audit-retention"
 	flagAuditMaxEvents     = "audit-max-events"
+	flagTokenKeyRotation   = "token-key-rotation"
 )
 
 // serveFlags returns new flag values (cli records on them whether they were
@@ -378,6 +385,7 @@ func serveFlags() []cli.Flag {
 		&cli.StringFlag{Name: flagProjectCreation, EnvVars: []string{"BERTH_PROJECT_CREATION"}, Value: d.ProjectCreation, Usage: "who may create projects: everyone (any user) or adminonly"},
 		&cli.DurationFlag{Name: flagAuditRetention, EnvVars: []string{"BERTH_AUDIT_RETENTION"}, Value: d.AuditRetention, Usage: "how long audit events are kept"},
 		&cli.IntFlag{Name: flagAuditMaxEvents, EnvVars: []string{"BERTH_AUDIT_MAX_EVENTS"}, Value: d.AuditMaxEvents, Usage: "most audit events kept (the oldest go first)"},
+		&cli.DurationFlag{Name: flagTokenKeyRotation, EnvVars: []string{"BERTH_TOKEN_KEY_ROTATION"}, Value: d.TokenKeyRotation, Usage: "age at which the token signing key is replaced (0: never; POST /api/v1/system/token-keys/rotate rotates at once)"},
 	}
 }
 
@@ -486,6 +494,9 @@ func loadConfig(c *cli.Context) (Config, error) {
 	}
 	if c.IsSet(flagAuditMaxEvents) {
 		cfg.AuditMaxEvents = c.Int(flagAuditMaxEvents)
+	}
+	if c.IsSet(flagTokenKeyRotation) {
+		cfg.TokenKeyRotation = c.Duration(flagTokenKeyRotation)
 	}
 	if err := cfg.Validate(); err != nil {
 		return Config{}, fmt.Errorf("config: %w", err)

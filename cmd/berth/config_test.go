@@ -146,10 +146,10 @@ log_format: json
 			name: "access settings",
 			file: "external_url: https://registry.example\nself_registration: true\n",
 			env:  map[string]string{"BERTH_TOKEN_EXPIRY": "2m", "BERTH_PROJECT_CREATION": "adminonly"},
-			args: []string{"--refresh-token-expiry", "24h", "--audit-retention", "720h", "--audit-max-events", "5000"},
+			args: []string{"--refresh-token-expiry", "24h", "--audit-retention", "720h", "--audit-max-events", "5000", "--token-key-rotation", "168h"},
 			want: with(defaults, func(c *Config) {
 				c.ExternalURL, c.SelfRegistration, c.TokenExpiry, c.ProjectCreation = "https://registry.example", true, 2*time.Minute, "adminonly"
-				c.RefreshTokenExpiry, c.AuditRetention, c.AuditMaxEvents = 24*time.Hour, 720*time.Hour, 5000
+				c.RefreshTokenExpiry, c.AuditRetention, c.AuditMaxEvents, c.TokenKeyRotation = 24*time.Hour, 720*time.Hour, 5000, 168*time.Hour
 			}),
 		},
 		{
@@ -304,7 +304,7 @@ func withReplicationDefaults(c Config) Config {
 	}
 	if c.TokenExpiry == 0 {
 		c.TokenExpiry, c.RefreshTokenExpiry, c.ProjectCreation = d.TokenExpiry, d.RefreshTokenExpiry, d.ProjectCreation
-		c.AuditRetention, c.AuditMaxEvents = d.AuditRetention, d.AuditMaxEvents
+		c.AuditRetention, c.AuditMaxEvents, c.TokenKeyRotation = d.AuditRetention, d.AuditMaxEvents, d.TokenKeyRotation
 	}
 	return c
 }

@@ -98,6 +98,36 @@ func (n *Node) ProjectAccess(ctx context.Context, userName, project string) (pol
 	return pa, err
 }
 
+// CheckQuota refuses (policy.ErrQuotaExceeded) a new upload into repo
+// when its project is already at one of its limits: a push would be
+// refused at its manifest anyway, and the client learns it before it has
+// sent its layers. The exact check is the state machine's, at the
+// manifest.
+func (n *Node) CheckQuota(ctx context.Context, repo string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	name, ok := policy.ProjectOf(repo)
+	if !ok {
+		return nil
+	}
+	p, err := n.fsm.project(name)
+	if err != nil {
+		return nil // no project: the push is refused for that, with its own error
+	}
+	u, err := n.fsm.usage(name)
+	if err != nil {
+		return err
+	}
+	switch {
+	case p.Quota.Storage != policy.Unlimited && u.Storage >= p.Quota.Storage:
+		return fmt.Errorf("project %s uses %d of its %d bytes: %w", name, u.Storage, p.Quota.Storage, policy.ErrQuotaExceeded)
+	case p.Quota.Count != policy.Unlimited && u.Count >= p.Quota.Count:
+		return fmt.Errorf("project %s holds %d of its %d artifacts: %w", name, u.Count, p.Quota.Count, policy.ErrQuotaExceeded)
+	}
+	return nil
+}
+
 // ProjectRepositories pages through the repositories of project.
 func (n *Node) ProjectRepositories(ctx context.Context, project, last string, count int) ([]string, error) {
 	if err := ctx.Err(); err != nil {

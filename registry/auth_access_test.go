@@ -448,6 +448,13 @@ func testAccessPolicyErrors(t *testing.T, tr *testRegistry, _ fixture) {
 	if msg := resp.apiErr().Message; !strings.Contains(msg, "quota exceeded") || !strings.Contains(msg, "project strict") {
 		t.Fatalf("quota message = %q", msg)
 	}
+	// A project at its limit refuses a new upload at once, before layers
+	// are sent.
+	resp = tr.do(t, http.MethodPost, "/v2/strict/other/blobs/uploads/", nil)
+	wantError(t, resp, http.StatusForbidden, codeDenied)
+	if msg := resp.apiErr().Message; !strings.Contains(msg, "quota exceeded") || !strings.Contains(msg, "1 of its 1 artifacts") {
+		t.Fatalf("upload into a full project: %q", msg)
+	}
 }
 
 // TestAccessAcrossNodes: an account, project and membership created

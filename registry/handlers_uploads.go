@@ -13,6 +13,12 @@ import (
 // mount (?mount=&from=), a monolithic upload (?digest= with the blob as
 // body), or a new upload session.
 func (reg *Registry) startUpload(w http.ResponseWriter, r *http.Request, rt route) {
+	if g, ok := reg.state.(QuotaGate); ok {
+		if err := g.CheckQuota(r.Context(), rt.name); err != nil {
+			reg.writeError(w, r, err)
+			return
+		}
+	}
 	q := r.URL.Query()
 	if m := q.Get("mount"); m != "" {
 		if reg.mount(w, r, rt.name, m, q.Get("from")) {

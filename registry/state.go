@@ -78,3 +78,11 @@ type State interface {
 	StateWriter
 	GCState
 }
+
+// QuotaGate is implemented by a state that knows projects' quotas: an
+// upload into a project already at its limit is refused when it starts
+// (policy.ErrQuotaExceeded), before its layers are sent. The exact check
+// is the state's own, when the manifest is put.
+type QuotaGate interface {
+	CheckQuota(ctx context.Context, repo string) error
+}

@@ -195,3 +195,11 @@ var errUnavailableState = fmt.Errorf("propose: no leader: %w", oci.ErrUnavailabl
 
 // errWithPath is an internal error whose text must never reach a client.
 var errWithPath = fmt.Errorf("open %s: input/output error", strings.Repeat("/secret/path", 2))
+
+// CheckQuota forwards to the state when it knows quotas (a *cluster.Node).
+func (s *faultState) CheckQuota(ctx context.Context, repo string) error {
+	if g, ok := s.State.(QuotaGate); ok {
+		return g.CheckQuota(ctx, repo)
+	}
+	return nil
+}

@@ -80,6 +80,7 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 			m.immutableCommand(),
 			m.retentionCommand(),
 			m.auditCommand(),
+			m.tokenKeyCommand(),
 		}, m.loginCommands()...), m.versionCommand()),
 	}
 	for _, c := range app.Commands {

@@ -224,9 +224,25 @@ func (a *AccessAuth) Authorize(r *http.Request, need Access) (Identity, error) {
 		return id, ErrUnauthorized
 	}
 	if err := a.decide(ctx, id.Principal, need); err != nil {
+		if errors.Is(err, ErrDenied) {
+			// As distribution answers a token without the scope: 401 with
+			// error="insufficient_scope". A 403 on a HEAD (which has no
+			// body to say DENIED) makes docker retry a refused push for a
+			// minute; a 401 it does not retry.
+			return id, errScopeDenied
+		}
 		return id, err
 	}
 	return id, errInsufficientScope
+}
+
+// errScopeDenied: a valid token that does not grant what a request needs,
+// and its subject may not have it: 401 with the insufficient-scope
+// challenge and DENIED in the body, so clients say "denied".
+var errScopeDenied = &apiError{
+	code: codeDenied, status: http.StatusUnauthorized,
+	message: "requested access to the resource is denied",
+	err:     fmt.Errorf("%w: the token's subject may not have this access", ErrUnauthorized),
 }
 
 // errInsufficientScope: a valid token that does not grant what a request

@@ -92,8 +92,8 @@ func TestAccess(t *testing.T) {
 // private project the role users belong to, a private one they do not,
 // and a public one; with basic auth and with a token from the token
 // service. Every grant the matrix gives must work and every other request
-// must be refused: 401 with the challenge for anonymous callers, 403
-// DENIED for others.
+// must be refused: 401 with the challenge for anonymous callers; 401
+// insufficient_scope with DENIED for a token; 403 DENIED for basic auth.
 func testAccessMatrix(t *testing.T, tr *testRegistry, f fixture) {
 	accounts := []string{"padmin", "maint", "dev", "guest", "lguest", rootUser, "outsider", ""}
 	for _, r := range fixtureRobots {
@@ -150,6 +150,14 @@ func testAccessMatrix(t *testing.T, tr *testRegistry, f fixture) {
 								scope = "repository:" + repo + ":pull,push"
 							}
 							wantChallenge(t, tr, resp, scope)
+						case mode == "token":
+							// As distribution: a valid token without the
+							// scope is 401 insufficient_scope (DENIED in
+							// the body), which docker does not retry.
+							wantError(t, resp, http.StatusUnauthorized, codeDenied)
+							if h := resp.header.Get("WWW-Authenticate"); !strings.HasSuffix(h, `,error="insufficient_scope"`) {
+								t.Fatalf("WWW-Authenticate = %q", h)
+							}
 						default:
 							wantError(t, resp, http.StatusForbidden, codeDenied)
 						}
@@ -248,15 +256,15 @@ func testAccessRobotClients(t *testing.T, tr *testRegistry, f fixture) {
 	foreign, _ := name.ParseReference(host+"/foreign/robot:v1", name.Insecure)
 	err = remote.Write(foreign, img, opts...)
 	var te *transport.Error
-	if !errors.As(err, &te) || te.StatusCode != http.StatusForbidden {
-		t.Fatalf("robot of own pushing into foreign = %v, want 403", err)
+	if !errors.As(err, &te) || te.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("robot of own pushing into foreign = %v, want 401 (the token's scope)", err)
 	}
 	if _, err := tr.node.Tag(t.Context(), "foreign/robot", "v1"); !errors.Is(err, oci.ErrNotFound) {
 		t.Fatalf("foreign/robot:v1 exists after a refused push: %v", err)
 	}
 	ref, _ := name.ParseReference(host+"/foreign/img:v1", name.Insecure)
-	if _, err := remote.Image(ref, opts...); !errors.As(err, &te) || te.StatusCode != http.StatusForbidden {
-		t.Fatalf("robot of own pulling from foreign = %v, want 403", err)
+	if _, err := remote.Image(ref, opts...); !errors.As(err, &te) || te.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("robot of own pulling from foreign = %v, want 401", err)
 	}
 	// With basic auth too.
 	content := []byte("robot blob")

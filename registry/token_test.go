@@ -204,10 +204,19 @@ func testTokenScopes(t *testing.T, tr *testRegistry, f fixture) {
 	insufficient(tr.do(t, http.MethodGet, "/v2/own/other/manifests/v1", nil, bearer(devTok)), "repository:own/other:pull")
 	// Another action that dev may do.
 	insufficient(tr.do(t, http.MethodPost, upload, content, bearer(devTok)), "repository:own/img:pull,push")
-	// What its subject may not do.
-	wantError(t, tr.do(t, http.MethodGet, "/v2/foreign/img/manifests/v1", nil, bearer(devTok)), http.StatusForbidden, codeDenied)
-	wantError(t, tr.do(t, http.MethodPost, upload, content, bearer(guestTok)), http.StatusForbidden, codeDenied)
-	wantError(t, tr.do(t, http.MethodDelete, "/v2/own/img/manifests/v1", nil, bearer(devTok)), http.StatusForbidden, codeDenied)
+	// What its subject may not do: 401 too (as distribution answers), with
+	// DENIED in the body; docker retries neither.
+	for _, resp := range []*response{
+		tr.do(t, http.MethodGet, "/v2/foreign/img/manifests/v1", nil, bearer(devTok)),
+		tr.do(t, http.MethodHead, "/v2/foreign/img/manifests/v1", nil, bearer(devTok)),
+		tr.do(t, http.MethodPost, upload, content, bearer(guestTok)),
+		tr.do(t, http.MethodDelete, "/v2/own/img/manifests/v1", nil, bearer(devTok)),
+	} {
+		if resp.status != http.StatusUnauthorized || !strings.HasSuffix(resp.header.Get("WWW-Authenticate"), `,error="insufficient_scope"`) {
+			t.Fatalf("refused with a valid token: %d %q", resp.status, resp.header.Get("WWW-Authenticate"))
+		}
+	}
+	wantError(t, tr.do(t, http.MethodGet, "/v2/foreign/img/manifests/v1", nil, bearer(devTok)), http.StatusUnauthorized, codeDenied)
 	// A token with the catalog scope grants no repository.
 	catTok := tr.mustToken(t, f.asAccount("dev"), "registry:catalog:*").Token
 	insufficient(tr.do(t, http.MethodGet, "/v2/own/img/manifests/v1", nil, bearer(catTok)), "repository:own/img:pull")

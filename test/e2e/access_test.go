@@ -236,8 +236,11 @@ func dockerAndPodman(t *testing.T, c *clients, srv *Server, a account) {
 			c.run("docker", "rmi", alpha)
 			c.run("docker", "pull", alpha)
 			c.run("docker", "tag", local, beta)
-			if _, _, err := c.try(cmdOpts{}, "docker", "push", beta); err == nil {
+			// Refused, and docker says why.
+			if out, stderr, err := c.try(cmdOpts{}, "docker", "push", beta); err == nil {
 				t.Errorf("docker push into beta as %s succeeded", a.user)
+			} else if !strings.Contains(out+stderr, "denied") {
+				t.Errorf("docker push into beta as %s: %q; want it to say denied", a.user, firstLines(out+stderr, 3))
 			}
 		} else {
 			t.Logf("no Docker daemon: docker skipped")

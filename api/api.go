@@ -82,10 +82,9 @@ type Handler struct {
 	mux       *http.ServeMux // the access endpoints
 	harbor    *http.ServeMux // the Harbor-compatible endpoints
 	routes    []string       // patterns of mux and replMux, for the OpenAPI test
-	bearer    BearerVerifier
+	auth      Authenticator
 	retention RetentionRunner
 	cfg       Config
-	creds     *credCache
 	policyMu  sync.Mutex // serializes read-modify-writes of project rules
 	info      Info
 	logger    *slog.Logger
@@ -100,10 +99,10 @@ func (h *Handler) WithCluster(c Cluster) *Handler {
 
 // New returns the management API handler. Mount it at Prefix and at
 // HarborPrefix. store is the access state (cmd passes its *cluster.Node);
-// every request is authenticated against it.
+// requests are authenticated by the Authenticator of WithAuthenticator.
 func New(gc GCRunner, store Store, info Info, logger *slog.Logger) *Handler {
 	h := &Handler{
-		gc: gc, store: store, info: info, cfg: DefaultConfig(), creds: newCredCache(),
+		gc: gc, store: store, info: info, cfg: DefaultConfig(),
 		logger: logger.With("component", "api"),
 	}
 	h.mux = http.NewServeMux()

@@ -438,8 +438,13 @@ func TestAccessRules(t *testing.T) {
 		for {
 			events := decodeJSON[[]policy.AuditEvent](t, w.as(t, "admin", "GET", "/api/v1/audit?operation=login_failed&user=guest", "", 200))
 			if len(events) > 0 {
-				if e := events[0]; e.Addr != "192.0.2.1" || e.Target != "guest" {
+				if e := events[0]; e.Addr != "192.0.2.1" || e.Target != "guest" || e.Detail != "management API" {
 					t.Fatalf("event %+v", e)
+				}
+				// Once: under no other actor, and counted once.
+				all := decodeJSON[[]policy.AuditEvent](t, w.as(t, "admin", "GET", "/api/v1/audit?operation=login_failed&resource=guest", "", 200))
+				if len(all) != 1 || all[0].Count != 1 {
+					t.Fatalf("one failed login recorded as %+v", all)
 				}
 				break
 			}
@@ -469,17 +474,21 @@ func TestAccessRules(t *testing.T) {
 	})
 
 	t.Run("a bearer token's subject is looked up now", func(t *testing.T) {
-		bearer := func(tok string) func(*http.Request) {
-			return func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+tok) }
-		}
-		// fakeBearer claims admin for everyone; the state decides.
-		if rec := w.do("GET", "/api/v1/users", "", bearer("good-dev")); rec.Code != 403 {
+		// A token carries no role; the state decides.
+		dev := w.bearer(t, "dev")
+		if rec := w.do("GET", "/api/v1/users", "", dev); rec.Code != 403 {
 			t.Fatalf("dev's token: %d", rec.Code)
 		}
-		if rec := w.do("GET", "/api/v1/projects/own/members", "", bearer("good-dev")); rec.Code != 200 {
+		if rec := w.do("GET", "/api/v1/projects/own/members", "", dev); rec.Code != 200 {
 			t.Fatalf("dev's token in own: %d", rec.Code)
 		}
-		if rec := w.do("GET", "/api/v1/users", "", bearer("good-deleted")); rec.Code != 401 {
+		w.as(t, "admin", "POST", "/api/v1/users", `{"username":"shortlived","password":"Passw0rd-shortlived"}`, 201)
+		tok := bearerAuth(tokenFor(t, w.auth, "shortlived", "Passw0rd-shortlived"))
+		if rec := w.do("GET", "/api/v1/users/current", "", tok); rec.Code != 200 {
+			t.Fatalf("a user's token: %d", rec.Code)
+		}
+		w.as(t, "admin", "DELETE", "/api/v1/users/shortlived", "", 204)
+		if rec := w.do("GET", "/api/v1/users/current", "", tok); rec.Code != 401 {
 			t.Fatalf("a deleted user's token: %d", rec.Code)
 		}
 		for _, authz := range []string{"Negotiate abc", "Basic !!!", "Bearer"} {

@@ -109,6 +109,7 @@ func robotSecret(name string) string {
 type world struct {
 	t     *testing.T
 	node  *cluster.Node
+	auth  *registry.AccessAuth
 	h     *api.Handler
 	cast  []principal // the matrix's callers, anonymous last
 	runs  *fakeRunner
@@ -200,10 +201,14 @@ func newWorld(t *testing.T, opts worldOpts) *world {
 		cfg = api.DefaultConfig()
 	}
 	gc := &fakeGC{GCFunc: func(context.Context, bool) (registry.GCResult, error) { return registry.GCResult{}, nil }}
+	auth, err := registry.NewAccessAuth(registry.DefaultAuthConfig(), w.node, w.node, w.node, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.auth = auth
 	w.h = api.New(gc, w.node, api.Info{Version: "test", NodeID: "test"}, logger).
-		WithConfig(cfg).WithRetention(w.runs).WithBearer(fakeBearer{}).
+		WithConfig(cfg).WithRetention(w.runs).WithAuthenticator(auth).
 		WithCluster(fakeCluster{}).WithReplication(emptyRepl{})
-	api.SetCredentialTTL(w.h, time.Hour)
 
 	ctx := w.ctx()
 	if err := w.node.EnsureTokenKey(ctx); err != nil {
@@ -348,6 +353,14 @@ func clip(s string) string {
 		return s[:200] + "…"
 	}
 	return s
+}
+
+// bearer authenticates a request with an access token of principal label,
+// fetched from the token service.
+func (w *world) bearer(t *testing.T, label string) func(*http.Request) {
+	t.Helper()
+	pr := w.principal(label)
+	return bearerAuth(tokenFor(t, w.auth, pr.name, pr.secret))
 }
 
 // basicAuth authenticates a request with name and secret.

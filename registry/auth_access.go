@@ -117,6 +117,15 @@ func safeRealm(s string) bool {
 	return true
 }
 
+// Credential cache bounds (of both Authorizers): a successful password
+// check is remembered this long, for at most this many credential pairs.
+const (
+	credentialCacheTTL  = 60 * time.Second
+	credentialCacheSize = 1024
+	// maxCredentialLength bounds user names and passwords we hash or check.
+	maxCredentialLength = 1024
+)
+
 // Cache bounds of the access Authorizer.
 const (
 	// accountCacheTTL is how long a looked-up account is trusted: a
@@ -342,7 +351,7 @@ func (a *AccessAuth) basic(r *http.Request, user, password string, v via) (polic
 		a.loginFailed(r, user, v)
 		return policy.Account{}, ErrUnauthorized
 	}
-	key := a.credKeyOf(user, password)
+	key := credentialKey(a.credKey, user, password)
 	now := a.now()
 	if cached, ok := a.creds.get(key, now); ok {
 		cur, err := a.account(ctx, user, v)
@@ -364,8 +373,10 @@ func (a *AccessAuth) basic(r *http.Request, user, password string, v via) (polic
 	return acct, nil
 }
 
-func (a *AccessAuth) credKeyOf(user, password string) [sha256.Size]byte {
-	mac := hmac.New(sha256.New, a.credKey)
+// credentialKey is the cache key of a user and password: an HMAC-SHA-256
+// under key, so that the cache never holds the password.
+func credentialKey(key []byte, user, password string) [sha256.Size]byte {
+	mac := hmac.New(sha256.New, key)
 	// The user name cannot contain ':' in basic auth, so this is unambiguous.
 	mac.Write([]byte(user))
 	mac.Write([]byte{':'})

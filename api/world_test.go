@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/berth-registry/berth/api"
 	"github.com/berth-registry/berth/cluster"
+	"github.com/berth-registry/berth/cluster/clustertest"
 	"github.com/berth-registry/berth/oci"
 	"github.com/berth-registry/berth/policy"
 	"github.com/berth-registry/berth/registry"
@@ -117,40 +117,6 @@ type world struct {
 	users map[string]bool
 }
 
-// newNode starts a one-node cluster in a temporary directory.
-func newNode(t *testing.T) *cluster.Node {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	cfg := cluster.DefaultConfig()
-	cfg.NodeID = "test"
-	cfg.DataDir = t.TempDir()
-	cfg.RaftAddr = addr
-	cfg.HeartbeatTimeout = 50 * time.Millisecond
-	cfg.ElectionTimeout = 50 * time.Millisecond
-	cfg.LeaderLeaseTimeout = 50 * time.Millisecond
-	cfg.AuditFlushInterval = 20 * time.Millisecond
-	n, err := cluster.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := n.Close(); err != nil {
-			t.Errorf("close node: %v", err)
-		}
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := n.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
 var _ api.Store = (*cluster.Node)(nil)
 
 // fakeRunner records retention runs as if it ran them.
@@ -193,7 +159,7 @@ type worldOpts struct {
 
 func newWorld(t *testing.T, opts worldOpts) *world {
 	t.Helper()
-	w := &world{t: t, node: newNode(t), logs: &syncBuffer{}, users: map[string]bool{}}
+	w := &world{t: t, node: clustertest.SingleNode(t), logs: &syncBuffer{}, users: map[string]bool{}}
 	w.runs = &fakeRunner{node: w.node}
 	logger := slog.New(slog.NewTextHandler(w.logs, nil))
 	cfg := opts.cfg

@@ -159,20 +159,9 @@ const reposBatch = 1000
 // eachRepository calls fn with every repository of project (full names,
 // in order).
 func (h *Handler) eachRepository(ctx context.Context, project string, fn func(string)) error {
-	last := ""
-	for {
-		batch, err := h.store.ProjectRepositories(ctx, project, last, reposBatch)
-		if err != nil {
-			return err
-		}
-		for _, name := range batch {
-			fn(name)
-		}
-		if len(batch) < reposBatch {
-			return nil
-		}
-		last = strings.TrimPrefix(batch[len(batch)-1], project+"/")
-	}
+	return eachBatch(reposBatch, func(last string, n int) ([]string, error) {
+		return h.store.ProjectRepositories(ctx, project, last, n)
+	}, func(name string) string { return strings.TrimPrefix(name, project+"/") }, func(name string) bool { fn(name); return true })
 }
 
 func (h *Handler) countRepositories(ctx context.Context, project string) (int, error) {

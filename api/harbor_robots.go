@@ -1,7 +1,6 @@
 package api
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -451,41 +450,22 @@ func (h *Handler) harborListRobots(w http.ResponseWriter, r *http.Request, p pol
 		h.harborFail(w, r, invalid(fmt.Sprintf("q: Level %q: want project or system", clip(level.value, 32))))
 		return
 	}
-	robots, err := h.robotsOf(ctx, project)
+	var shown []policy.Robot
+	err = h.eachRobot(ctx, project, func(rb policy.Robot) bool {
+		short := strings.TrimPrefix(rb.Name, policy.RobotName(project, ""))
+		if t, ok := terms["name"]; !ok || t.matches(rb.Name) || t.matches(short) {
+			shown = append(shown, rb)
+		}
+		return true
+	})
 	if err != nil {
 		h.harborFail(w, r, err)
 		return
 	}
 	out := []HarborRobot{}
-	var shown []policy.Robot
-	for _, rb := range robots {
-		short := strings.TrimPrefix(rb.Name, policy.RobotName(project, ""))
-		if t, ok := terms["name"]; ok && !t.matches(rb.Name) && !t.matches(short) {
-			continue
-		}
-		shown = append(shown, rb)
-	}
 	for _, rb := range pageOf(shown, page, size) {
 		out = append(out, harborRobot(rb))
 	}
 	setPaging(w, r, len(shown), page, size)
 	writeJSON(w, http.StatusOK, out)
-}
-
-// robotsOf returns every robot of project ("": the system robots).
-func (h *Handler) robotsOf(ctx context.Context, project string) ([]policy.Robot, error) {
-	prefix := policy.RobotName(project, "")
-	var out []policy.Robot
-	last := ""
-	for {
-		batch, err := h.store.Robots(ctx, project, last, robotsBatch)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, batch...)
-		if len(batch) < robotsBatch {
-			return out, nil
-		}
-		last = strings.TrimPrefix(batch[len(batch)-1].Name, prefix)
-	}
 }

@@ -44,29 +44,22 @@ func (h *Handler) listQuotas(w http.ResponseWriter, r *http.Request, p policy.Pr
 		h.fail(w, r, err)
 		return
 	}
-	var shown []policy.Project
-	total, skip := 0, (page-1)*size
-	err = h.eachProject(r.Context(), func(proj policy.Project) bool {
-		total++
-		if total > skip && len(shown) < size {
-			shown = append(shown, proj)
-		}
-		return true
-	})
+	shown := newWindow[policy.Project](page, size)
+	err = h.eachProject(r.Context(), func(proj policy.Project) bool { shown.add(proj); return true })
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	out := make([]QuotaView, 0, len(shown))
-	for _, proj := range shown {
-		u, err := h.store.ProjectUsage(r.Context(), proj.Name)
+	out := make([]QuotaView, 0, len(shown.items))
+	for _, proj := range shown.items {
+		v, err := h.quotaView(r, proj)
 		if err != nil {
 			h.fail(w, r, err)
 			return
 		}
-		out = append(out, QuotaView{Project: proj.Name, Quota: proj.Quota, Usage: u})
+		out = append(out, v)
 	}
-	w.Header().Set("X-Total-Count", strconv.Itoa(total))
+	w.Header().Set("X-Total-Count", strconv.Itoa(shown.total))
 	writeJSON(w, http.StatusOK, out)
 }
 

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"slices"
@@ -378,26 +379,20 @@ func (h *Handler) listRobots(w http.ResponseWriter, r *http.Request, project str
 		h.fail(w, r, err)
 		return
 	}
-	prefix := policy.RobotName(project, "")
-	out := []policy.Robot{}
-	total, skip, last := 0, (page-1)*size, ""
-	for {
-		batch, err := h.store.Robots(r.Context(), project, last, robotsBatch)
-		if err != nil {
-			h.fail(w, r, err)
-			return
-		}
-		for _, rb := range batch {
-			total++
-			if total > skip && len(out) < size {
-				out = append(out, rb)
-			}
-		}
-		if len(batch) < robotsBatch {
-			break
-		}
-		last = strings.TrimPrefix(batch[len(batch)-1].Name, prefix)
+	shown := newWindow[policy.Robot](page, size)
+	if err := h.eachRobot(r.Context(), project, func(rb policy.Robot) bool { shown.add(rb); return true }); err != nil {
+		h.fail(w, r, err)
+		return
 	}
-	w.Header().Set("X-Total-Count", strconv.Itoa(total))
-	writeJSON(w, http.StatusOK, out)
+	w.Header().Set("X-Total-Count", strconv.Itoa(shown.total))
+	writeJSON(w, http.StatusOK, shown.items)
+}
+
+// eachRobot calls fn with every robot of project ("": the system robots),
+// in name order, until it returns false.
+func (h *Handler) eachRobot(ctx context.Context, project string, fn func(policy.Robot) bool) error {
+	prefix := policy.RobotName(project, "")
+	return eachBatch(robotsBatch, func(last string, n int) ([]policy.Robot, error) {
+		return h.store.Robots(ctx, project, last, n)
+	}, func(rb policy.Robot) string { return strings.TrimPrefix(rb.Name, prefix) }, fn)
 }

@@ -748,17 +748,7 @@ func (h *Handler) harborListQuotas(w http.ResponseWriter, r *http.Request, p pol
 		return
 	}
 	if rid := q.Get("reference_id"); rid != "" {
-		pa, err := h.quotaProject(r, p, rid, false)
-		if err != nil {
-			h.harborFail(w, r, err)
-			return
-		}
-		proj, err := h.store.Project(ctx, pa.Name)
-		if err != nil {
-			h.harborFail(w, r, err)
-			return
-		}
-		v, err := h.harborQuota(ctx, proj)
+		v, err := h.readableQuota(r, p, rid)
 		if err != nil {
 			h.harborFail(w, r, err)
 			return
@@ -794,18 +784,22 @@ func (h *Handler) harborListQuotas(w http.ResponseWriter, r *http.Request, p pol
 	writeJSON(w, http.StatusOK, out)
 }
 
-func (h *Handler) harborGetQuota(w http.ResponseWriter, r *http.Request, p policy.Principal) {
-	pa, err := h.quotaProject(r, p, r.PathValue("id"), false)
+// readableQuota returns the quota of the project whose id is rawID, if
+// p may read it (see quotaProject).
+func (h *Handler) readableQuota(r *http.Request, p policy.Principal, rawID string) (HarborQuota, error) {
+	pa, err := h.quotaProject(r, p, rawID, false)
 	if err != nil {
-		h.harborFail(w, r, err)
-		return
+		return HarborQuota{}, err
 	}
 	proj, err := h.store.Project(r.Context(), pa.Name)
 	if err != nil {
-		h.harborFail(w, r, err)
-		return
+		return HarborQuota{}, err
 	}
-	v, err := h.harborQuota(r.Context(), proj)
+	return h.harborQuota(r.Context(), proj)
+}
+
+func (h *Handler) harborGetQuota(w http.ResponseWriter, r *http.Request, p policy.Principal) {
+	v, err := h.readableQuota(r, p, r.PathValue("id"))
 	if err != nil {
 		h.harborFail(w, r, err)
 		return
@@ -830,29 +824,20 @@ func (h *Handler) harborPutQuota(w http.ResponseWriter, r *http.Request, p polic
 		h.harborFail(w, r, invalid(`give {"hard": {"storage": BYTES}}, -1 for unlimited`))
 		return
 	}
-	h.policyMu.Lock()
-	defer h.policyMu.Unlock()
-	proj, err := h.store.Project(r.Context(), pa.Name)
-	if err != nil {
-		h.harborFail(w, r, err)
-		return
-	}
-	for res, limit := range req.Hard {
-		switch res {
-		case "storage":
-			proj.Quota.Storage = limit
-		case "count":
-			proj.Quota.Count = limit
-		default:
-			h.harborFail(w, r, invalid(fmt.Sprintf("hard.%s: berth limits storage and count only", clip(res, 64))))
-			return
+	_, err = h.setQuota(r.Context(), pa.Name, func(q *policy.Quota) error {
+		for res, limit := range req.Hard {
+			switch res {
+			case "storage":
+				q.Storage = limit
+			case "count":
+				q.Count = limit
+			default:
+				return invalid(fmt.Sprintf("hard.%s: berth limits storage and count only", clip(res, 64)))
+			}
 		}
-	}
-	if err := proj.Quota.Validate(); err != nil {
-		h.harborFail(w, r, err)
-		return
-	}
-	if _, err := h.store.UpdateProject(r.Context(), policy.Project{Name: pa.Name, Quota: proj.Quota}, "quota"); err != nil {
+		return nil
+	})
+	if err != nil {
 		h.harborFail(w, r, err)
 		return
 	}

@@ -168,18 +168,7 @@ var fixedRoutes = []string{
 // noRoute answers a request no route takes: 405 with Allow when the path
 // is routed for other methods, else 404.
 func (h *Handler) noRoute(w http.ResponseWriter, r *http.Request) {
-	var methods []string
-	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete} {
-		probe := r.Clone(r.Context())
-		probe.Method = m
-		if _, p := h.mux.Handler(probe); p != "" {
-			methods = append(methods, m)
-		} else if h.replMux != nil {
-			if _, p := h.replMux.Handler(probe); p != "" {
-				methods = append(methods, m)
-			}
-		}
-	}
+	methods := routedMethods(r, []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete}, h.mux, h.replMux)
 	if len(methods) == 0 {
 		writeError(w, http.StatusNotFound, "no such endpoint")
 		return

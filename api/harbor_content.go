@@ -360,6 +360,16 @@ func queryFlag(r *http.Request, name string, def bool) (bool, error) {
 	return v, nil
 }
 
+// viewFlags reads what an artifact's view shows: its tags (unless
+// ?with_tag=false) and its accessories (?with_accessory=true).
+func viewFlags(r *http.Request) (withTag, withAccessory bool, err error) {
+	if withTag, err = queryFlag(r, "with_tag", true); err != nil {
+		return false, false, err
+	}
+	withAccessory, err = queryFlag(r, "with_accessory", false)
+	return withTag, withAccessory, err
+}
+
 // --- repositories
 
 // harborListRepositories answers GET /projects/{p}/repositories: a page
@@ -526,12 +536,7 @@ func (h *Handler) harborListArtifacts(w http.ResponseWriter, r *http.Request, _ 
 		h.harborFail(w, r, err)
 		return
 	}
-	withTag, err := queryFlag(r, "with_tag", true)
-	if err != nil {
-		h.harborFail(w, r, err)
-		return
-	}
-	withAccessory, err := queryFlag(r, "with_accessory", false)
+	withTag, withAccessory, err := viewFlags(r)
 	if err != nil {
 		h.harborFail(w, r, err)
 		return
@@ -593,12 +598,7 @@ func (h *Handler) inRepository(r *http.Request, project string) (*content, polic
 }
 
 func (h *Handler) harborGetArtifact(w http.ResponseWriter, r *http.Request, _ policy.Principal, pa policy.ProjectAccess) {
-	withTag, err := queryFlag(r, "with_tag", true)
-	if err != nil {
-		h.harborFail(w, r, err)
-		return
-	}
-	withAccessory, err := queryFlag(r, "with_accessory", false)
+	withTag, withAccessory, err := viewFlags(r)
 	if err != nil {
 		h.harborFail(w, r, err)
 		return

@@ -492,6 +492,20 @@ func harborRole(id int) (policy.Role, error) {
 	return policy.ParseRole(strconv.Itoa(id))
 }
 
+// decodeMember reads the body of POST and PUT /projects/{p}/members and
+// the role it names. A member_group is refused: berth has no groups.
+func decodeMember(r *http.Request) (HarborMemberRequest, policy.Role, error) {
+	var req HarborMemberRequest
+	if err := decode(r, &req); err != nil {
+		return req, "", err
+	}
+	if g := req.MemberGroup; g != nil && *g != (HarborUserGroup{}) {
+		return req, "", invalid("member_group: berth has no user groups")
+	}
+	role, err := harborRole(req.RoleID)
+	return req, role, err
+}
+
 func harborMember(projectID uint64, m policy.Member) HarborMember {
 	return HarborMember{
 		ID: m.UserID, ProjectID: projectID, EntityName: m.User, EntityID: m.UserID, EntityType: "u",
@@ -569,16 +583,7 @@ func (h *Handler) harborGetMember(w http.ResponseWriter, r *http.Request, _ poli
 // member's Location; an unknown user is 404, a member already 409.
 func (h *Handler) harborAddMember(w http.ResponseWriter, r *http.Request, _ policy.Principal, pa policy.ProjectAccess) {
 	ctx := r.Context()
-	var req HarborMemberRequest
-	if err := decode(r, &req); err != nil {
-		h.harborFail(w, r, err)
-		return
-	}
-	if g := req.MemberGroup; g != nil && *g != (HarborUserGroup{}) {
-		h.harborFail(w, r, invalid("member_group: berth has no user groups"))
-		return
-	}
-	role, err := harborRole(req.RoleID)
+	req, role, err := decodeMember(r)
 	if err != nil {
 		h.harborFail(w, r, err)
 		return
@@ -622,16 +627,7 @@ func (h *Handler) harborAddMember(w http.ResponseWriter, r *http.Request, _ poli
 // RoleRequest, {role_id}. Clients that send the whole ProjectMember (the
 // terraform provider) may: a member_user must then be the member.
 func (h *Handler) harborUpdateMember(w http.ResponseWriter, r *http.Request, _ policy.Principal, pa policy.ProjectAccess) {
-	var req HarborMemberRequest
-	if err := decode(r, &req); err != nil {
-		h.harborFail(w, r, err)
-		return
-	}
-	if g := req.MemberGroup; g != nil && *g != (HarborUserGroup{}) {
-		h.harborFail(w, r, invalid("member_group: berth has no user groups"))
-		return
-	}
-	role, err := harborRole(req.RoleID)
+	req, role, err := decodeMember(r)
 	if err != nil {
 		h.harborFail(w, r, err)
 		return

@@ -319,24 +319,24 @@ func (h *Handler) harborUpdateRobot(w http.ResponseWriter, r *http.Request, p po
 			return
 		}
 	}
-	if rb.Level == policy.RobotProject {
-		if _, err := grantable(p, pa, projectPermissions(rb)); err != nil {
+	if err := holdsRobot(p, pa, rb); err != nil {
+		h.harborFail(w, r, err)
+		return
+	}
+	switch {
+	case perms == nil:
+	case rb.Level == policy.RobotProject:
+		if len(perms) != 1 || perms[0].Namespace != rb.Project {
+			h.harborFail(w, r, invalid("permissions: a project robot has one permission entry, for its project"))
+			return
+		}
+		access, err := grantable(p, pa, perms[0].Access)
+		if err != nil {
 			h.harborFail(w, r, err)
 			return
 		}
-		if perms != nil {
-			if len(perms) != 1 || perms[0].Namespace != rb.Project {
-				h.harborFail(w, r, invalid("permissions: a project robot has one permission entry, for its project"))
-				return
-			}
-			access, err := grantable(p, pa, perms[0].Access)
-			if err != nil {
-				h.harborFail(w, r, err)
-				return
-			}
-			rb.Permissions = []policy.RobotPermission{{Kind: "project", Namespace: rb.Project, Access: access}}
-		}
-	} else if perms != nil {
+		rb.Permissions = []policy.RobotPermission{{Kind: "project", Namespace: rb.Project, Access: access}}
+	default:
 		rb.Permissions = perms
 	}
 	if req.Description != nil {
@@ -372,11 +372,9 @@ func (h *Handler) harborRefreshRobot(w http.ResponseWriter, r *http.Request, p p
 		h.harborFail(w, r, err)
 		return
 	}
-	if rb.Level == policy.RobotProject {
-		if _, err := grantable(p, pa, projectPermissions(rb)); err != nil {
-			h.harborFail(w, r, err)
-			return
-		}
+	if err := holdsRobot(p, pa, rb); err != nil {
+		h.harborFail(w, r, err)
+		return
 	}
 	secret, err := h.store.RefreshRobotSecret(r.Context(), rb.Name, req.Secret)
 	if err != nil {

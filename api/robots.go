@@ -142,6 +142,17 @@ func projectPermissions(rb policy.Robot) []policy.Access {
 	return out
 }
 
+// holdsRobot refuses p unless it holds every permission of rb, when rb is
+// a project robot: whoever changes a robot or takes its secret could use
+// them. (A system robot is an administrator's, and onRobot checked that.)
+func holdsRobot(p policy.Principal, pa policy.ProjectAccess, rb policy.Robot) error {
+	if rb.Level != policy.RobotProject {
+		return nil
+	}
+	_, err := grantable(p, pa, projectPermissions(rb))
+	return err
+}
+
 // robotEndpoint is a handler of a request about one robot that the
 // principal may make.
 type robotEndpoint func(w http.ResponseWriter, r *http.Request, p policy.Principal, rb policy.Robot, pa policy.ProjectAccess)
@@ -217,7 +228,7 @@ func (h *Handler) updateRobot(w http.ResponseWriter, r *http.Request, p policy.P
 			return
 		}
 		desc, disabled, expiresAt = req.Description, req.Disabled, req.ExpiresAt
-		if _, err := grantable(p, pa, projectPermissions(rb)); err != nil {
+		if err := holdsRobot(p, pa, rb); err != nil {
 			h.fail(w, r, err)
 			return
 		}
@@ -272,11 +283,9 @@ func (h *Handler) refreshRobotSecret(w http.ResponseWriter, r *http.Request, p p
 		h.fail(w, r, err)
 		return
 	}
-	if rb.Level == policy.RobotProject {
-		if _, err := grantable(p, pa, projectPermissions(rb)); err != nil {
-			h.fail(w, r, err)
-			return
-		}
+	if err := holdsRobot(p, pa, rb); err != nil {
+		h.fail(w, r, err)
+		return
 	}
 	secret, err := h.store.RefreshRobotSecret(r.Context(), rb.Name, req.Secret)
 	if err != nil {

@@ -199,7 +199,7 @@ func testHarborSystem(t *testing.T, w *world) {
 		t.Error("401 without a challenge")
 	}
 	// Bad credentials, in Harbor's shape with berth's challenge.
-	rec = w.do("GET", v2+"/projects", "", basicAuth("dev", "wrong"))
+	rec = w.do("GET", v2+"/projects", "", basic("dev", "wrong"))
 	if rec.Code != 401 || rec.Header().Get("WWW-Authenticate") == "" {
 		t.Errorf("bad credentials: %d %v", rec.Code, rec.Header())
 	}
@@ -566,7 +566,7 @@ func testHarborRobots(t *testing.T, w *world) {
 		rec.Header().Get("Location") != fmt.Sprintf("%s/robots/%d", v2, created.ID) {
 		t.Fatalf("created %+v, Location %q", created, rec.Header().Get("Location"))
 	}
-	asRobot := func(secret string) func(*http.Request) { return basicAuth(created.Name, secret) }
+	asRobot := func(secret string) func(*http.Request) { return basic(created.Name, secret) }
 	if rec := w.do("GET", v2+"/users/current", "", asRobot(created.Secret)); rec.Code != 200 || !strings.Contains(rec.Body.String(), created.Name) {
 		t.Errorf("the robot logs in: %d %s", rec.Code, rec.Body)
 	}

@@ -42,7 +42,7 @@ func TestAccessRules(t *testing.T) {
 			t.Fatalf("registered %+v", u)
 		}
 		w.as(t, "anonymous", "POST", "/api/v1/users", body, 409)
-		rec := w.do("GET", "/api/v1/users/current", "", basicAuth("eve", "Passw0rd-eve"))
+		rec := w.do("GET", "/api/v1/users/current", "", basic("eve", "Passw0rd-eve"))
 		if cur := decodeJSON[api.CurrentUser](t, rec); rec.Code != 200 || cur.Admin || cur.Name != "eve" {
 			t.Fatalf("eve: %d %s", rec.Code, rec.Body)
 		}
@@ -97,10 +97,10 @@ func TestAccessRules(t *testing.T) {
 		w.as(t, "maint", "PUT", "/api/v1/users/maint/password", `{"old_password":"Passw0rd-maint","new_password":"short"}`, 400)
 		w.as(t, "maint", "PUT", "/api/v1/users/maint/password", `{"old_password":"Passw0rd-maint","new_password":"Passw0rd-new"}`, 204)
 		// The old password was cached; it stops working at once.
-		if rec := w.do("GET", "/api/v1/users/current", "", basicAuth("maint", "Passw0rd-maint")); rec.Code != 401 {
+		if rec := w.do("GET", "/api/v1/users/current", "", basic("maint", "Passw0rd-maint")); rec.Code != 401 {
 			t.Fatalf("old password: %d", rec.Code)
 		}
-		if rec := w.do("GET", "/api/v1/users/current", "", basicAuth("maint", "Passw0rd-new")); rec.Code != 200 {
+		if rec := w.do("GET", "/api/v1/users/current", "", basic("maint", "Passw0rd-new")); rec.Code != 200 {
 			t.Fatalf("new password: %d", rec.Code)
 		}
 		// An administrator sets another's without the old one.
@@ -249,7 +249,7 @@ func TestAccessRules(t *testing.T) {
 				t.Fatalf("GET %s shows the secret", tgt)
 			}
 		}
-		robot := basicAuth(rb.Name, created.Secret)
+		robot := basic(rb.Name, created.Secret)
 		rec = w.do("GET", "/api/v1/users/current", "", robot)
 		if cur := decodeJSON[api.CurrentUser](t, rec); rec.Code != 200 || cur.Kind != policy.PrincipalRobot || cur.Robot == nil {
 			t.Fatalf("robot's current: %d %s", rec.Code, rec.Body)
@@ -264,13 +264,13 @@ func TestAccessRules(t *testing.T) {
 		if rec := w.do("GET", "/api/v1/users/current", "", robot); rec.Code != 401 {
 			t.Fatalf("old secret after a refresh: %d", rec.Code)
 		}
-		robot = basicAuth(rb.Name, sec.Secret)
+		robot = basic(rb.Name, sec.Secret)
 		if rec := w.do("GET", "/api/v1/users/current", "", robot); rec.Code != 200 {
 			t.Fatalf("new secret: %d", rec.Code)
 		}
 		w.as(t, "padmin", "POST", "/api/v1/robots/robot$own+builder/secret", `{"secret":"short"}`, 400)
 		w.as(t, "padmin", "POST", "/api/v1/robots/robot$own+builder/secret", `{"secret":"a-chosen-secret-123"}`, 200)
-		robot = basicAuth(rb.Name, "a-chosen-secret-123")
+		robot = basic(rb.Name, "a-chosen-secret-123")
 		got := decodeJSON[policy.Robot](t, w.as(t, "padmin", "PUT", "/api/v1/robots/robot$own+builder", `{"disable":true,"description":"off"}`, 200))
 		if !got.Disabled || got.Description != "off" || len(got.Permissions[0].Access) != 2 {
 			t.Fatalf("updated %+v", got)
@@ -431,7 +431,7 @@ func TestAccessRules(t *testing.T) {
 	})
 
 	t.Run("failed logins are audited", func(t *testing.T) {
-		if rec := w.do("GET", "/api/v1/users/current", "", basicAuth("guest", "not-it")); rec.Code != 401 {
+		if rec := w.do("GET", "/api/v1/users/current", "", basic("guest", "not-it")); rec.Code != 401 {
 			t.Fatalf("wrong password: %d", rec.Code)
 		}
 		deadline := time.Now().Add(10 * time.Second)

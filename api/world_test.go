@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -290,17 +289,7 @@ func (w *world) restore() {
 
 // do sends one request to the handler, from 192.0.2.1.
 func (w *world) do(method, target, body string, auth func(*http.Request)) *httptest.ResponseRecorder {
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req := httptest.NewRequest(method, target, rd)
-	if auth != nil {
-		auth(req)
-	}
-	rec := httptest.NewRecorder()
-	w.h.ServeHTTP(rec, req)
-	return rec
+	return do(w.t, w.h, method, target, body, auth)
 }
 
 // as sends a request as principal label ("anonymous" included) and
@@ -327,11 +316,6 @@ func (w *world) bearer(t *testing.T, label string) func(*http.Request) {
 	t.Helper()
 	pr := w.principal(label)
 	return bearerAuth(tokenFor(t, w.auth, pr.name, pr.secret))
-}
-
-// basicAuth authenticates a request with name and secret.
-func basicAuth(name, secret string) func(*http.Request) {
-	return func(r *http.Request) { r.SetBasicAuth(name, secret) }
 }
 
 func decodeJSON[T any](t *testing.T, rec *httptest.ResponseRecorder) T {

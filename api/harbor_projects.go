@@ -203,28 +203,14 @@ func (h *Handler) harborListProjects(w http.ResponseWriter, r *http.Request, p p
 		}
 		terms["public"] = queryTerm{value: strconv.FormatBool(b)}
 	}
-	roles, err := h.roles(ctx, p)
-	if err != nil {
-		h.harborFail(w, r, err)
-		return
-	}
-	type match struct {
-		proj policy.Project
-		pa   policy.ProjectAccess
-	}
-	var all []match
-	err = h.eachProject(ctx, func(proj policy.Project) bool {
-		pa := policy.ProjectAccess{Name: proj.Name, Exists: true, Public: proj.Public, Role: roles[proj.Name]}
-		if !visible(p, pa) {
-			return true
-		}
-		for key, value := range map[string]string{"name": proj.Name, "public": strconv.FormatBool(proj.Public), "owner": proj.Owner} {
+	var all []seenProject
+	err = h.eachVisibleProject(ctx, p, func(m seenProject) {
+		for key, value := range map[string]string{"name": m.proj.Name, "public": strconv.FormatBool(m.proj.Public), "owner": m.proj.Owner} {
 			if t, ok := terms[key]; ok && !t.matches(value) {
-				return true
+				return
 			}
 		}
-		all = append(all, match{proj, pa})
-		return true
+		all = append(all, m)
 	})
 	if err != nil {
 		h.harborFail(w, r, err)

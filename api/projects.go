@@ -65,6 +65,27 @@ func (h *Handler) eachProject(ctx context.Context, fn func(policy.Project) bool)
 	}, func(p policy.Project) string { return p.Name }, fn)
 }
 
+// seenProject is a project with the caller's access to it.
+type seenProject struct {
+	proj policy.Project
+	pa   policy.ProjectAccess
+}
+
+// eachVisibleProject calls fn with every project p may see, in name order.
+func (h *Handler) eachVisibleProject(ctx context.Context, p policy.Principal, fn func(seenProject)) error {
+	roles, err := h.roles(ctx, p)
+	if err != nil {
+		return err
+	}
+	return h.eachProject(ctx, func(proj policy.Project) bool {
+		pa := policy.ProjectAccess{Name: proj.Name, Exists: true, Public: proj.Public, Role: roles[proj.Name]}
+		if visible(p, pa) {
+			fn(seenProject{proj, pa})
+		}
+		return true
+	})
+}
+
 // roles returns p's role in every project it is a member of.
 func (h *Handler) roles(ctx context.Context, p policy.Principal) (map[string]policy.Role, error) {
 	roles := map[string]policy.Role{}
@@ -98,22 +119,11 @@ func (h *Handler) listProjects(w http.ResponseWriter, r *http.Request, p policy.
 		return
 	}
 	name := r.URL.Query().Get("name")
-	roles, err := h.roles(ctx, p)
-	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	type match struct {
-		proj policy.Project
-		pa   policy.ProjectAccess
-	}
-	shown := newWindow[match](page, size)
-	err = h.eachProject(ctx, func(proj policy.Project) bool {
-		pa := policy.ProjectAccess{Name: proj.Name, Exists: true, Public: proj.Public, Role: roles[proj.Name]}
-		if visible(p, pa) && (!publicSet || proj.Public == public) && strings.Contains(proj.Name, name) {
-			shown.add(match{proj, pa})
+	shown := newWindow[seenProject](page, size)
+	err = h.eachVisibleProject(ctx, p, func(m seenProject) {
+		if (!publicSet || m.proj.Public == public) && strings.Contains(m.proj.Name, name) {
+			shown.add(m)
 		}
-		return true
 	})
 	if err != nil {
 		h.fail(w, r, err)

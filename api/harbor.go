@@ -310,6 +310,16 @@ func harborPage(r *http.Request) (page, size int, err error) {
 	return page, size, nil
 }
 
+// harborListQuery reads what a Harbor list request asks for: a page
+// (harborPage) and ?q= terms of the keys allowed (harborQuery).
+func harborListQuery(r *http.Request, allowed ...string) (page, size int, terms map[string]queryTerm, err error) {
+	if page, size, err = harborPage(r); err != nil {
+		return 0, 0, nil, err
+	}
+	terms, err = harborQuery(r, allowed...)
+	return page, size, terms, err
+}
+
 // pageOf returns the page of list that page and size select.
 func pageOf[T any](list []T, page, size int) []T {
 	start := (page - 1) * size

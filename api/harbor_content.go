@@ -377,12 +377,7 @@ func viewFlags(r *http.Request) (withTag, withAccessory bool, err error) {
 // and Link.
 func (h *Handler) harborListRepositories(w http.ResponseWriter, r *http.Request, _ policy.Principal, pa policy.ProjectAccess) {
 	ctx := r.Context()
-	page, size, err := harborPage(r)
-	if err != nil {
-		h.harborFail(w, r, err)
-		return
-	}
-	terms, err := harborQuery(r, "name")
+	page, size, terms, err := harborListQuery(r, "name")
 	if err != nil {
 		h.harborFail(w, r, err)
 		return
@@ -526,12 +521,7 @@ func (h *Handler) deleteManifests(ctx context.Context, repo string, ds []oci.Dig
 // by tags (tags=* tagged, tags=nil untagged, tags=v, tags=~v) or digest.
 func (h *Handler) harborListArtifacts(w http.ResponseWriter, r *http.Request, _ policy.Principal, pa policy.ProjectAccess) {
 	ctx := r.Context()
-	page, size, err := harborPage(r)
-	if err != nil {
-		h.harborFail(w, r, err)
-		return
-	}
-	terms, err := harborQuery(r, "tags", "digest")
+	page, size, terms, err := harborListQuery(r, "tags", "digest")
 	if err != nil {
 		h.harborFail(w, r, err)
 		return
@@ -651,12 +641,7 @@ func (h *Handler) harborDeleteArtifact(w http.ResponseWriter, r *http.Request, _
 // harborListTags answers GET .../artifacts/{reference}/tags: a page of
 // the artifact's tags by name (?q=name=x or name=~x).
 func (h *Handler) harborListTags(w http.ResponseWriter, r *http.Request, _ policy.Principal, pa policy.ProjectAccess) {
-	page, size, err := harborPage(r)
-	if err != nil {
-		h.harborFail(w, r, err)
-		return
-	}
-	terms, err := harborQuery(r, "name")
+	page, size, terms, err := harborListQuery(r, "name")
 	if err != nil {
 		h.harborFail(w, r, err)
 		return

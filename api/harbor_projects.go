@@ -175,12 +175,7 @@ func (h *Handler) countRepositories(ctx context.Context, project string) (int, e
 // equivalents in ?q=, a page of them, with X-Total-Count and Link.
 func (h *Handler) harborListProjects(w http.ResponseWriter, r *http.Request, p policy.Principal) {
 	ctx := r.Context()
-	page, size, err := harborPage(r)
-	if err != nil {
-		h.harborFail(w, r, err)
-		return
-	}
-	terms, err := harborQuery(r, "name", "public", "owner")
+	page, size, terms, err := harborListQuery(r, "name", "public", "owner")
 	if err != nil {
 		h.harborFail(w, r, err)
 		return

@@ -405,12 +405,7 @@ func (h *Handler) harborListRobots(w http.ResponseWriter, r *http.Request, p pol
 		h.harborFail(w, r, errUnauthenticated)
 		return
 	}
-	page, size, err := harborPage(r)
-	if err != nil {
-		h.harborFail(w, r, err)
-		return
-	}
-	terms, err := harborQuery(r, "Level", "ProjectID", "name")
+	page, size, terms, err := harborListQuery(r, "Level", "ProjectID", "name")
 	if err != nil {
 		h.harborFail(w, r, err)
 		return

@@ -2,16 +2,11 @@ package api
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/rand"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"strings"
-	"sync"
-	"time"
 
 	"github.com/berth-registry/berth/oci"
 	"github.com/berth-registry/berth/policy"
@@ -73,90 +68,6 @@ func forbidden(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", errForbidden, fmt.Sprintf(format, args...))
 }
 
-// Credential cache bounds: a successful check is remembered this long, for
-// at most this many credential pairs (as the registry's).
-const (
-	credentialCacheTTL  = 60 * time.Second
-	credentialCacheSize = 1024
-	// maxCredential bounds names and secrets that are checked at all.
-	maxCredential = 1024
-)
-
-// credCache remembers successful password checks under an HMAC of the
-// credentials (never the secret itself). An entry holds the account's
-// credential generation: a password or secret change since makes it
-// stale, so an old password stops working at once.
-type credCache struct {
-	key []byte // HMAC key, random per process
-	ttl time.Duration
-	now func() time.Time
-
-	mu sync.Mutex
-	m  map[[sha256.Size]byte]cachedCred
-}
-
-type cachedCred struct {
-	name    string
-	gen     uint64
-	expires time.Time
-}
-
-func newCredCache() *credCache {
-	key := make([]byte, 32)
-	_, _ = rand.Read(key) // never fails (Go ≥ 1.24)
-	return &credCache{key: key, ttl: credentialCacheTTL, now: time.Now, m: map[[sha256.Size]byte]cachedCred{}}
-}
-
-func (c *credCache) hash(name, secret string) [sha256.Size]byte {
-	mac := hmac.New(sha256.New, c.key)
-	// A basic auth user name cannot hold ':', so this is unambiguous.
-	mac.Write([]byte(name))
-	mac.Write([]byte{':'})
-	mac.Write([]byte(secret))
-	var k [sha256.Size]byte
-	copy(k[:], mac.Sum(nil))
-	return k
-}
-
-func (c *credCache) get(k [sha256.Size]byte) (cachedCred, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e, ok := c.m[k]
-	if ok && !c.now().Before(e.expires) {
-		delete(c.m, k)
-		return cachedCred{}, false
-	}
-	return e, ok
-}
-
-func (c *credCache) forget(k [sha256.Size]byte) {
-	c.mu.Lock()
-	delete(c.m, k)
-	c.mu.Unlock()
-}
-
-// put remembers a success. When the cache is full it first drops expired
-// entries, then, if still full, arbitrary ones.
-func (c *credCache) put(k [sha256.Size]byte, name string, gen uint64) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	now := c.now()
-	if len(c.m) >= credentialCacheSize {
-		for ck, e := range c.m {
-			if !now.Before(e.expires) {
-				delete(c.m, ck)
-			}
-		}
-		for ck := range c.m {
-			if len(c.m) < credentialCacheSize {
-				break
-			}
-			delete(c.m, ck)
-		}
-	}
-	c.m[k] = cachedCred{name: name, gen: gen, expires: now.Add(c.ttl)}
-}
-
 type principalKey struct{}
 
 // principalFrom returns the principal an authenticated request carries.
@@ -175,90 +86,48 @@ func clientAddr(r *http.Request) string {
 	return r.RemoteAddr
 }
 
-// authenticate returns r's principal: from basic auth (a user or a
-// robot), a bearer token, or anonymous without credentials. Empty basic
-// credentials count as none (containers/image sends them).
+// authenticate returns r's principal, as the Authenticator finds it:
+// from basic auth (a user or a robot), a bearer token, or anonymous
+// without credentials. Empty basic credentials count as none
+// (containers/image sends them). What the authenticator would take for no
+// credentials — another scheme, basic credentials it cannot read, a
+// bearer header without a token — is refused here, so that a client that
+// meant to authenticate learns that it did not.
 func (h *Handler) authenticate(r *http.Request) (policy.Principal, error) {
 	authz := r.Header.Get("Authorization")
 	if authz == "" {
 		return policy.Anonymous, nil
 	}
-	if name, secret, ok := r.BasicAuth(); ok {
-		if name == "" && secret == "" {
-			return policy.Anonymous, nil
-		}
-		return h.checkBasic(r, name, secret)
-	}
-	scheme, _, _ := strings.Cut(authz, " ")
-	switch {
-	case strings.EqualFold(scheme, "Bearer"):
-		return h.checkBearer(r)
-	case strings.EqualFold(scheme, "Basic"):
-		return policy.Principal{}, fmt.Errorf("%w: malformed basic credentials", errUnauthenticated)
-	}
-	return policy.Principal{}, fmt.Errorf("%w: unsupported authorization scheme %q", errUnauthenticated, clip(scheme, 32))
-}
-
-// checkBasic checks a user's password or robot's secret, through the
-// cache, and returns the account's current principal.
-func (h *Handler) checkBasic(r *http.Request, name, secret string) (policy.Principal, error) {
-	ctx := r.Context()
-	if len(name) > maxCredential || len(secret) > maxCredential {
-		return policy.Principal{}, fmt.Errorf("%w: invalid username or password", errUnauthenticated)
-	}
-	k := h.creds.hash(name, secret)
-	if c, ok := h.creds.get(k); ok {
-		acct, err := h.store.LookupAccount(ctx, c.name)
-		switch {
-		case err == nil && acct.Gen == c.gen:
-			return acct.Principal, nil
-		case err != nil && !errors.Is(err, oci.ErrNotFound):
-			return policy.Principal{}, err
-		}
-		// Gone, disabled or its credentials changed: check again.
-		h.creds.forget(k)
-	}
-	acct, ok, err := h.store.Authenticate(ctx, name, secret)
-	if err != nil {
-		return policy.Principal{}, fmt.Errorf("authenticate %q: %w", clip(name, 64), err)
-	}
-	if !ok {
-		h.store.RecordEvent(policy.AuditEvent{
-			Actor: name, Addr: clientAddr(r), Op: policy.AuditLoginFailed,
-			Resource: policy.AuditAccount, Target: name, Detail: "management API",
-		})
-		return policy.Principal{}, fmt.Errorf("%w: invalid username or password", errUnauthenticated)
-	}
-	h.creds.put(k, name, acct.Gen)
-	return acct.Principal, nil
-}
-
-// checkBearer verifies a bearer token and returns its subject's current
-// principal: a user deleted or a robot disabled since the token was
-// issued is refused, and an admin flag revoked since is gone.
-func (h *Handler) checkBearer(r *http.Request) (policy.Principal, error) {
-	if h.bearer == nil {
-		return policy.Principal{}, fmt.Errorf("%w: bearer tokens are not accepted here", errUnauthenticated)
-	}
-	p, err := h.bearer.VerifyBearer(r)
-	if err != nil {
-		if errors.Is(err, oci.ErrUnavailable) {
-			return policy.Principal{}, err
-		}
-		h.logger.DebugContext(r.Context(), "bearer token refused", "error", err, "request_id", registry.RequestID(r.Context()))
-		return policy.Principal{}, fmt.Errorf("%w: invalid bearer token", errUnauthenticated)
-	}
-	if p.IsAnonymous() {
+	name, secret, basic := r.BasicAuth()
+	if basic && name == "" && secret == "" {
 		return policy.Anonymous, nil
 	}
-	acct, err := h.store.LookupAccount(r.Context(), p.Name)
-	if errors.Is(err, oci.ErrNotFound) {
-		return policy.Principal{}, fmt.Errorf("%w: the token's account is gone or disabled", errUnauthenticated)
+	scheme, token, _ := strings.Cut(authz, " ")
+	bearer := strings.EqualFold(scheme, "Bearer")
+	switch {
+	case basic:
+	case bearer && strings.TrimSpace(token) == "":
+		return policy.Principal{}, fmt.Errorf("%w: invalid bearer token", errUnauthenticated)
+	case bearer:
+	case strings.EqualFold(scheme, "Basic"):
+		return policy.Principal{}, fmt.Errorf("%w: malformed basic credentials", errUnauthenticated)
+	default:
+		return policy.Principal{}, fmt.Errorf("%w: unsupported authorization scheme %q", errUnauthenticated, clip(scheme, 32))
 	}
-	if err != nil {
+	if h.auth == nil {
+		return policy.Principal{}, fmt.Errorf("%w: this server checks no credentials", errUnauthenticated)
+	}
+	id, err := h.auth.Authenticate(r)
+	switch {
+	case errors.Is(err, registry.ErrUnauthorized) && bearer:
+		h.logger.DebugContext(r.Context(), "bearer token refused", "error", err, "request_id", registry.RequestID(r.Context()))
+		return policy.Principal{}, fmt.Errorf("%w: invalid bearer token", errUnauthenticated)
+	case errors.Is(err, registry.ErrUnauthorized):
+		return policy.Principal{}, fmt.Errorf("%w: invalid username or password", errUnauthenticated)
+	case err != nil:
 		return policy.Principal{}, err
 	}
-	return acct.Principal, nil
+	return id.Principal, nil
 }
 
 func clip(s string, n int) string {

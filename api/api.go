@@ -82,10 +82,9 @@ type Handler struct {
 	mux       *http.ServeMux // the access endpoints
 	harbor    *http.ServeMux // the Harbor-compatible endpoints
 	routes    []string       // patterns of mux and replMux, for the OpenAPI test
-	bearer    BearerVerifier
+	auth      Authenticator
 	retention RetentionRunner
 	cfg       Config
-	creds     *credCache
 	policyMu  sync.Mutex // serializes read-modify-writes of project rules
 	info      Info
 	logger    *slog.Logger
@@ -100,10 +99,10 @@ func (h *Handler) WithCluster(c Cluster) *Handler {
 
 // New returns the management API handler. Mount it at Prefix and at
 // HarborPrefix. store is the access state (cmd passes its *cluster.Node);
-// every request is authenticated against it.
+// requests are authenticated by the Authenticator of WithAuthenticator.
 func New(gc GCRunner, store Store, info Info, logger *slog.Logger) *Handler {
 	h := &Handler{
-		gc: gc, store: store, info: info, cfg: DefaultConfig(), creds: newCredCache(),
+		gc: gc, store: store, info: info, cfg: DefaultConfig(),
 		logger: logger.With("component", "api"),
 	}
 	h.mux = http.NewServeMux()
@@ -169,18 +168,7 @@ var fixedRoutes = []string{
 // noRoute answers a request no route takes: 405 with Allow when the path
 // is routed for other methods, else 404.
 func (h *Handler) noRoute(w http.ResponseWriter, r *http.Request) {
-	var methods []string
-	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete} {
-		probe := r.Clone(r.Context())
-		probe.Method = m
-		if _, p := h.mux.Handler(probe); p != "" {
-			methods = append(methods, m)
-		} else if h.replMux != nil {
-			if _, p := h.replMux.Handler(probe); p != "" {
-				methods = append(methods, m)
-			}
-		}
-	}
+	methods := routedMethods(r, []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete}, h.mux, h.replMux)
 	if len(methods) == 0 {
 		writeError(w, http.StatusNotFound, "no such endpoint")
 		return

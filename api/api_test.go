@@ -2,6 +2,8 @@ package api_test
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -51,6 +53,61 @@ func (f *fakeStore) LookupAccount(_ context.Context, name string) (policy.Accoun
 
 func (f *fakeStore) RecordEvent(policy.AuditEvent) {}
 
+func (f *fakeStore) RecordPull(string, oci.Digest, policy.Actor) {}
+
+// fakeKeys is one token signing key, "k1".
+type fakeKeys struct{ key ed25519.PrivateKey }
+
+func (k fakeKeys) SigningKey(context.Context) (string, ed25519.PrivateKey, time.Time, error) {
+	return "k1", k.key, time.Time{}, nil
+}
+
+func (k fakeKeys) VerifyKey(kid string) (ed25519.PublicKey, error) {
+	if kid != "k1" {
+		return nil, fmt.Errorf("key %s: %w", kid, oci.ErrNotFound)
+	}
+	return k.key.Public().(ed25519.PublicKey), nil
+}
+
+func (fakeKeys) EnsureTokenKey(context.Context) error { return nil }
+
+// newAuth is the registry's authenticator over s, as cmd builds it over
+// the node, with a signing key of its own.
+func newAuth(t *testing.T, s *fakeStore) *registry.AccessAuth {
+	t.Helper()
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := registry.NewAccessAuth(registry.DefaultAuthConfig(), s, fakeKeys{key}, s, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// tokenFor fetches an access token (of no scope) for name from a's token
+// service.
+func tokenFor(t *testing.T, a *registry.AccessAuth, name, secret string) string {
+	t.Helper()
+	req := httptest.NewRequest(http.MethodGet, registry.TokenPath+"?service=berth", nil)
+	req.SetBasicAuth(name, secret)
+	rec := httptest.NewRecorder()
+	a.TokenHandler().ServeHTTP(rec, req)
+	var resp struct {
+		Token string `json:"token"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &resp); rec.Code != http.StatusOK || err != nil || resp.Token == "" {
+		t.Fatalf("token for %s: %d %s", name, rec.Code, rec.Body)
+	}
+	return resp.Token
+}
+
+// bearerAuth authenticates a request with token tok.
+func bearerAuth(tok string) func(*http.Request) {
+	return func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+tok) }
+}
+
 // users knows admin/secret (an admin) and bob/pw (not an admin).
 func users() *fakeStore {
 	return &fakeStore{AuthenticateFunc: func(ctx context.Context, name, secret string) (policy.Account, bool, error) {
@@ -62,10 +119,12 @@ func users() *fakeStore {
 	}}
 }
 
-func newHandler(t *testing.T, gc api.GCRunner, s api.Store) http.Handler {
+// newHandler is the API over s, authenticating with the registry's
+// authenticator over s.
+func newHandler(t *testing.T, gc api.GCRunner, s *fakeStore) *api.Handler {
 	t.Helper()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	return api.New(gc, s, api.Info{Version: "test", NodeID: "n1"}, logger)
+	return api.New(gc, s, api.Info{Version: "test", NodeID: "n1"}, logger).WithAuthenticator(newAuth(t, s))
 }
 
 func do(t *testing.T, h http.Handler, method, target, body string, auth func(*http.Request)) *httptest.ResponseRecorder {
@@ -283,39 +342,36 @@ func TestCredentialCache(t *testing.T) {
 	}
 }
 
-// fakeBearer accepts the token "good-<name>" for account name.
-type fakeBearer struct{}
-
-func (fakeBearer) VerifyBearer(r *http.Request) (policy.Principal, error) {
-	name, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer good-")
-	if !ok {
-		return policy.Principal{}, errors.New("bad signature")
-	}
-	// The token's claims may be stale; the API must not trust them.
-	return policy.Principal{Kind: policy.PrincipalUser, Name: name, Admin: true}, nil
-}
-
 func TestBearer(t *testing.T) {
 	gc := &fakeGC{GCFunc: func(context.Context, bool) (registry.GCResult, error) { return registry.GCResult{}, nil }}
-	bearer := func(tok string) func(*http.Request) {
-		return func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+tok) }
+	s := users()
+	// gone logs in, and is gone by the time its token comes back.
+	check := s.AuthenticateFunc
+	s.AuthenticateFunc = func(ctx context.Context, name, secret string) (policy.Account, bool, error) {
+		if name == "gone" && secret == "pw" {
+			return policy.Account{Principal: policy.Principal{Kind: policy.PrincipalUser, Name: name}}, true, nil
+		}
+		return check(ctx, name, secret)
 	}
-	h := newHandler(t, gc, users())
-	if rec := do(t, h, http.MethodPost, "/api/v1/gc", "", bearer("good-admin")); rec.Code != http.StatusUnauthorized {
-		t.Errorf("bearer without a verifier: %d, want 401", rec.Code)
+	auth := newAuth(t, s)
+	admin := tokenFor(t, auth, "admin", "secret")
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	h := api.New(gc, s, api.Info{Version: "test", NodeID: "n1"}, logger)
+	if rec := do(t, h, http.MethodPost, "/api/v1/gc", "", bearerAuth(admin)); rec.Code != http.StatusUnauthorized {
+		t.Errorf("bearer without an authenticator: %d, want 401", rec.Code)
 	}
-	h = newHandler(t, gc, users()).(*api.Handler).WithBearer(fakeBearer{})
+	h = h.WithAuthenticator(auth)
 	for _, tt := range []struct {
-		tok  string
-		want int
+		name, tok string
+		want      int
 	}{
-		{"good-admin", http.StatusOK},
-		{"good-bob", http.StatusForbidden}, // the token says admin; the state says not
-		{"good-gone", http.StatusUnauthorized},
-		{"forged", http.StatusUnauthorized},
+		{"admin", admin, http.StatusOK},
+		{"bob", tokenFor(t, auth, "bob", "pw"), http.StatusForbidden}, // the state says bob is no admin
+		{"gone", tokenFor(t, auth, "gone", "pw"), http.StatusUnauthorized},
+		{"forged", "forged", http.StatusUnauthorized},
 	} {
-		if rec := do(t, h, http.MethodPost, "/api/v1/gc", "", bearer(tt.tok)); rec.Code != tt.want {
-			t.Errorf("token %s: %d, want %d", tt.tok, rec.Code, tt.want)
+		if rec := do(t, h, http.MethodPost, "/api/v1/gc", "", bearerAuth(tt.tok)); rec.Code != tt.want {
+			t.Errorf("token of %s: %d, want %d", tt.name, rec.Code, tt.want)
 		}
 	}
 }

@@ -4,7 +4,7 @@
 // subset in Harbor's shapes for tooling written for Harbor (harbor.go). It holds no state of its own: it calls the
 // access state, the registry and the replication engine through small
 // interfaces declared here (Store, GCRunner, Cluster, Replication,
-// BearerVerifier, RetentionRunner), so it never imports cluster.
+// Authenticator, RetentionRunner), so it never imports cluster.
 //
 // Every request is authenticated (basic auth of a user or robot, a bearer
 // token, or anonymous) and every decision goes through policy.Allowed;

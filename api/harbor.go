@@ -108,11 +108,7 @@ func (h *Handler) harborHandle(pattern string, fn endpoint) {
 // harborPublic registers a Harbor-compatible endpoint that needs no
 // credentials.
 func (h *Handler) harborPublic(pattern string, fn http.HandlerFunc) {
-	h.routes = append(h.routes, pattern)
-	h.harbor.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
-		registry.SetRoute(r, pattern)
-		fn(w, r)
-	})
+	h.route(h.harbor, pattern, fn)
 }
 
 // serveHarbor routes a request under HarborPrefix. A trailing slash is
@@ -129,14 +125,7 @@ func (h *Handler) serveHarbor(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	registry.SetRoute(r, HarborPrefix)
-	var methods []string
-	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
-		probe := r.Clone(r.Context())
-		probe.Method = m
-		if _, p := h.harbor.Handler(probe); p != "" {
-			methods = append(methods, m)
-		}
-	}
+	methods := routedMethods(r, []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete}, h.harbor)
 	if len(methods) == 0 {
 		writeHarborError(w, http.StatusNotFound, "no such endpoint")
 		return
@@ -319,6 +308,16 @@ func harborPage(r *http.Request) (page, size int, err error) {
 		}
 	}
 	return page, size, nil
+}
+
+// harborListQuery reads what a Harbor list request asks for: a page
+// (harborPage) and ?q= terms of the keys allowed (harborQuery).
+func harborListQuery(r *http.Request, allowed ...string) (page, size int, terms map[string]queryTerm, err error) {
+	if page, size, err = harborPage(r); err != nil {
+		return 0, 0, nil, err
+	}
+	terms, err = harborQuery(r, allowed...)
+	return page, size, terms, err
 }
 
 // pageOf returns the page of list that page and size select.

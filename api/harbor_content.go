@@ -360,6 +360,16 @@ func queryFlag(r *http.Request, name string, def bool) (bool, error) {
 	return v, nil
 }
 
+// viewFlags reads what an artifact's view shows: its tags (unless
+// ?with_tag=false) and its accessories (?with_accessory=true).
+func viewFlags(r *http.Request) (withTag, withAccessory bool, err error) {
+	if withTag, err = queryFlag(r, "with_tag", true); err != nil {
+		return false, false, err
+	}
+	withAccessory, err = queryFlag(r, "with_accessory", false)
+	return withTag, withAccessory, err
+}
+
 // --- repositories
 
 // harborListRepositories answers GET /projects/{p}/repositories: a page
@@ -367,12 +377,7 @@ func queryFlag(r *http.Request, name string, def bool) (bool, error) {
 // and Link.
 func (h *Handler) harborListRepositories(w http.ResponseWriter, r *http.Request, _ policy.Principal, pa policy.ProjectAccess) {
 	ctx := r.Context()
-	page, size, err := harborPage(r)
-	if err != nil {
-		h.harborFail(w, r, err)
-		return
-	}
-	terms, err := harborQuery(r, "name")
+	page, size, terms, err := harborListQuery(r, "name")
 	if err != nil {
 		h.harborFail(w, r, err)
 		return
@@ -516,22 +521,12 @@ func (h *Handler) deleteManifests(ctx context.Context, repo string, ds []oci.Dig
 // by tags (tags=* tagged, tags=nil untagged, tags=v, tags=~v) or digest.
 func (h *Handler) harborListArtifacts(w http.ResponseWriter, r *http.Request, _ policy.Principal, pa policy.ProjectAccess) {
 	ctx := r.Context()
-	page, size, err := harborPage(r)
+	page, size, terms, err := harborListQuery(r, "tags", "digest")
 	if err != nil {
 		h.harborFail(w, r, err)
 		return
 	}
-	terms, err := harborQuery(r, "tags", "digest")
-	if err != nil {
-		h.harborFail(w, r, err)
-		return
-	}
-	withTag, err := queryFlag(r, "with_tag", true)
-	if err != nil {
-		h.harborFail(w, r, err)
-		return
-	}
-	withAccessory, err := queryFlag(r, "with_accessory", false)
+	withTag, withAccessory, err := viewFlags(r)
 	if err != nil {
 		h.harborFail(w, r, err)
 		return
@@ -593,12 +588,7 @@ func (h *Handler) inRepository(r *http.Request, project string) (*content, polic
 }
 
 func (h *Handler) harborGetArtifact(w http.ResponseWriter, r *http.Request, _ policy.Principal, pa policy.ProjectAccess) {
-	withTag, err := queryFlag(r, "with_tag", true)
-	if err != nil {
-		h.harborFail(w, r, err)
-		return
-	}
-	withAccessory, err := queryFlag(r, "with_accessory", false)
+	withTag, withAccessory, err := viewFlags(r)
 	if err != nil {
 		h.harborFail(w, r, err)
 		return
@@ -651,12 +641,7 @@ func (h *Handler) harborDeleteArtifact(w http.ResponseWriter, r *http.Request, _
 // harborListTags answers GET .../artifacts/{reference}/tags: a page of
 // the artifact's tags by name (?q=name=x or name=~x).
 func (h *Handler) harborListTags(w http.ResponseWriter, r *http.Request, _ policy.Principal, pa policy.ProjectAccess) {
-	page, size, err := harborPage(r)
-	if err != nil {
-		h.harborFail(w, r, err)
-		return
-	}
-	terms, err := harborQuery(r, "name")
+	page, size, terms, err := harborListQuery(r, "name")
 	if err != nil {
 		h.harborFail(w, r, err)
 		return

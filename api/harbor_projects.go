@@ -159,20 +159,9 @@ const reposBatch = 1000
 // eachRepository calls fn with every repository of project (full names,
 // in order).
 func (h *Handler) eachRepository(ctx context.Context, project string, fn func(string)) error {
-	last := ""
-	for {
-		batch, err := h.store.ProjectRepositories(ctx, project, last, reposBatch)
-		if err != nil {
-			return err
-		}
-		for _, name := range batch {
-			fn(name)
-		}
-		if len(batch) < reposBatch {
-			return nil
-		}
-		last = strings.TrimPrefix(batch[len(batch)-1], project+"/")
-	}
+	return eachBatch(reposBatch, func(last string, n int) ([]string, error) {
+		return h.store.ProjectRepositories(ctx, project, last, n)
+	}, func(name string) string { return strings.TrimPrefix(name, project+"/") }, func(name string) bool { fn(name); return true })
 }
 
 func (h *Handler) countRepositories(ctx context.Context, project string) (int, error) {
@@ -186,12 +175,7 @@ func (h *Handler) countRepositories(ctx context.Context, project string) (int, e
 // equivalents in ?q=, a page of them, with X-Total-Count and Link.
 func (h *Handler) harborListProjects(w http.ResponseWriter, r *http.Request, p policy.Principal) {
 	ctx := r.Context()
-	page, size, err := harborPage(r)
-	if err != nil {
-		h.harborFail(w, r, err)
-		return
-	}
-	terms, err := harborQuery(r, "name", "public", "owner")
+	page, size, terms, err := harborListQuery(r, "name", "public", "owner")
 	if err != nil {
 		h.harborFail(w, r, err)
 		return
@@ -214,28 +198,14 @@ func (h *Handler) harborListProjects(w http.ResponseWriter, r *http.Request, p p
 		}
 		terms["public"] = queryTerm{value: strconv.FormatBool(b)}
 	}
-	roles, err := h.roles(ctx, p)
-	if err != nil {
-		h.harborFail(w, r, err)
-		return
-	}
-	type match struct {
-		proj policy.Project
-		pa   policy.ProjectAccess
-	}
-	var all []match
-	err = h.eachProject(ctx, func(proj policy.Project) bool {
-		pa := policy.ProjectAccess{Name: proj.Name, Exists: true, Public: proj.Public, Role: roles[proj.Name]}
-		if !visible(p, pa) {
-			return true
-		}
-		for key, value := range map[string]string{"name": proj.Name, "public": strconv.FormatBool(proj.Public), "owner": proj.Owner} {
+	var all []seenProject
+	err = h.eachVisibleProject(ctx, p, func(m seenProject) {
+		for key, value := range map[string]string{"name": m.proj.Name, "public": strconv.FormatBool(m.proj.Public), "owner": m.proj.Owner} {
 			if t, ok := terms[key]; ok && !t.matches(value) {
-				return true
+				return
 			}
 		}
-		all = append(all, match{proj, pa})
-		return true
+		all = append(all, m)
 	})
 	if err != nil {
 		h.harborFail(w, r, err)
@@ -503,6 +473,20 @@ func harborRole(id int) (policy.Role, error) {
 	return policy.ParseRole(strconv.Itoa(id))
 }
 
+// decodeMember reads the body of POST and PUT /projects/{p}/members and
+// the role it names. A member_group is refused: berth has no groups.
+func decodeMember(r *http.Request) (HarborMemberRequest, policy.Role, error) {
+	var req HarborMemberRequest
+	if err := decode(r, &req); err != nil {
+		return req, "", err
+	}
+	if g := req.MemberGroup; g != nil && *g != (HarborUserGroup{}) {
+		return req, "", invalid("member_group: berth has no user groups")
+	}
+	role, err := harborRole(req.RoleID)
+	return req, role, err
+}
+
 func harborMember(projectID uint64, m policy.Member) HarborMember {
 	return HarborMember{
 		ID: m.UserID, ProjectID: projectID, EntityName: m.User, EntityID: m.UserID, EntityType: "u",
@@ -580,16 +564,7 @@ func (h *Handler) harborGetMember(w http.ResponseWriter, r *http.Request, _ poli
 // member's Location; an unknown user is 404, a member already 409.
 func (h *Handler) harborAddMember(w http.ResponseWriter, r *http.Request, _ policy.Principal, pa policy.ProjectAccess) {
 	ctx := r.Context()
-	var req HarborMemberRequest
-	if err := decode(r, &req); err != nil {
-		h.harborFail(w, r, err)
-		return
-	}
-	if g := req.MemberGroup; g != nil && *g != (HarborUserGroup{}) {
-		h.harborFail(w, r, invalid("member_group: berth has no user groups"))
-		return
-	}
-	role, err := harborRole(req.RoleID)
+	req, role, err := decodeMember(r)
 	if err != nil {
 		h.harborFail(w, r, err)
 		return
@@ -633,16 +608,7 @@ func (h *Handler) harborAddMember(w http.ResponseWriter, r *http.Request, _ poli
 // RoleRequest, {role_id}. Clients that send the whole ProjectMember (the
 // terraform provider) may: a member_user must then be the member.
 func (h *Handler) harborUpdateMember(w http.ResponseWriter, r *http.Request, _ policy.Principal, pa policy.ProjectAccess) {
-	var req HarborMemberRequest
-	if err := decode(r, &req); err != nil {
-		h.harborFail(w, r, err)
-		return
-	}
-	if g := req.MemberGroup; g != nil && *g != (HarborUserGroup{}) {
-		h.harborFail(w, r, invalid("member_group: berth has no user groups"))
-		return
-	}
-	role, err := harborRole(req.RoleID)
+	req, role, err := decodeMember(r)
 	if err != nil {
 		h.harborFail(w, r, err)
 		return
@@ -759,17 +725,7 @@ func (h *Handler) harborListQuotas(w http.ResponseWriter, r *http.Request, p pol
 		return
 	}
 	if rid := q.Get("reference_id"); rid != "" {
-		pa, err := h.quotaProject(r, p, rid, false)
-		if err != nil {
-			h.harborFail(w, r, err)
-			return
-		}
-		proj, err := h.store.Project(ctx, pa.Name)
-		if err != nil {
-			h.harborFail(w, r, err)
-			return
-		}
-		v, err := h.harborQuota(ctx, proj)
+		v, err := h.readableQuota(r, p, rid)
 		if err != nil {
 			h.harborFail(w, r, err)
 			return
@@ -805,18 +761,22 @@ func (h *Handler) harborListQuotas(w http.ResponseWriter, r *http.Request, p pol
 	writeJSON(w, http.StatusOK, out)
 }
 
-func (h *Handler) harborGetQuota(w http.ResponseWriter, r *http.Request, p policy.Principal) {
-	pa, err := h.quotaProject(r, p, r.PathValue("id"), false)
+// readableQuota returns the quota of the project whose id is rawID, if
+// p may read it (see quotaProject).
+func (h *Handler) readableQuota(r *http.Request, p policy.Principal, rawID string) (HarborQuota, error) {
+	pa, err := h.quotaProject(r, p, rawID, false)
 	if err != nil {
-		h.harborFail(w, r, err)
-		return
+		return HarborQuota{}, err
 	}
 	proj, err := h.store.Project(r.Context(), pa.Name)
 	if err != nil {
-		h.harborFail(w, r, err)
-		return
+		return HarborQuota{}, err
 	}
-	v, err := h.harborQuota(r.Context(), proj)
+	return h.harborQuota(r.Context(), proj)
+}
+
+func (h *Handler) harborGetQuota(w http.ResponseWriter, r *http.Request, p policy.Principal) {
+	v, err := h.readableQuota(r, p, r.PathValue("id"))
 	if err != nil {
 		h.harborFail(w, r, err)
 		return
@@ -841,29 +801,20 @@ func (h *Handler) harborPutQuota(w http.ResponseWriter, r *http.Request, p polic
 		h.harborFail(w, r, invalid(`give {"hard": {"storage": BYTES}}, -1 for unlimited`))
 		return
 	}
-	h.policyMu.Lock()
-	defer h.policyMu.Unlock()
-	proj, err := h.store.Project(r.Context(), pa.Name)
-	if err != nil {
-		h.harborFail(w, r, err)
-		return
-	}
-	for res, limit := range req.Hard {
-		switch res {
-		case "storage":
-			proj.Quota.Storage = limit
-		case "count":
-			proj.Quota.Count = limit
-		default:
-			h.harborFail(w, r, invalid(fmt.Sprintf("hard.%s: berth limits storage and count only", clip(res, 64))))
-			return
+	_, err = h.setQuota(r.Context(), pa.Name, func(q *policy.Quota) error {
+		for res, limit := range req.Hard {
+			switch res {
+			case "storage":
+				q.Storage = limit
+			case "count":
+				q.Count = limit
+			default:
+				return invalid(fmt.Sprintf("hard.%s: berth limits storage and count only", clip(res, 64)))
+			}
 		}
-	}
-	if err := proj.Quota.Validate(); err != nil {
-		h.harborFail(w, r, err)
-		return
-	}
-	if _, err := h.store.UpdateProject(r.Context(), policy.Project{Name: pa.Name, Quota: proj.Quota}, "quota"); err != nil {
+		return nil
+	})
+	if err != nil {
 		h.harborFail(w, r, err)
 		return
 	}

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -320,24 +319,24 @@ func (h *Handler) harborUpdateRobot(w http.ResponseWriter, r *http.Request, p po
 			return
 		}
 	}
-	if rb.Level == policy.RobotProject {
-		if _, err := grantable(p, pa, projectPermissions(rb)); err != nil {
+	if err := holdsRobot(p, pa, rb); err != nil {
+		h.harborFail(w, r, err)
+		return
+	}
+	switch {
+	case perms == nil:
+	case rb.Level == policy.RobotProject:
+		if len(perms) != 1 || perms[0].Namespace != rb.Project {
+			h.harborFail(w, r, invalid("permissions: a project robot has one permission entry, for its project"))
+			return
+		}
+		access, err := grantable(p, pa, perms[0].Access)
+		if err != nil {
 			h.harborFail(w, r, err)
 			return
 		}
-		if perms != nil {
-			if len(perms) != 1 || perms[0].Namespace != rb.Project {
-				h.harborFail(w, r, invalid("permissions: a project robot has one permission entry, for its project"))
-				return
-			}
-			access, err := grantable(p, pa, perms[0].Access)
-			if err != nil {
-				h.harborFail(w, r, err)
-				return
-			}
-			rb.Permissions = []policy.RobotPermission{{Kind: "project", Namespace: rb.Project, Access: access}}
-		}
-	} else if perms != nil {
+		rb.Permissions = []policy.RobotPermission{{Kind: "project", Namespace: rb.Project, Access: access}}
+	default:
 		rb.Permissions = perms
 	}
 	if req.Description != nil {
@@ -373,11 +372,9 @@ func (h *Handler) harborRefreshRobot(w http.ResponseWriter, r *http.Request, p p
 		h.harborFail(w, r, err)
 		return
 	}
-	if rb.Level == policy.RobotProject {
-		if _, err := grantable(p, pa, projectPermissions(rb)); err != nil {
-			h.harborFail(w, r, err)
-			return
-		}
+	if err := holdsRobot(p, pa, rb); err != nil {
+		h.harborFail(w, r, err)
+		return
 	}
 	secret, err := h.store.RefreshRobotSecret(r.Context(), rb.Name, req.Secret)
 	if err != nil {
@@ -408,12 +405,7 @@ func (h *Handler) harborListRobots(w http.ResponseWriter, r *http.Request, p pol
 		h.harborFail(w, r, errUnauthenticated)
 		return
 	}
-	page, size, err := harborPage(r)
-	if err != nil {
-		h.harborFail(w, r, err)
-		return
-	}
-	terms, err := harborQuery(r, "Level", "ProjectID", "name")
+	page, size, terms, err := harborListQuery(r, "Level", "ProjectID", "name")
 	if err != nil {
 		h.harborFail(w, r, err)
 		return
@@ -451,41 +443,22 @@ func (h *Handler) harborListRobots(w http.ResponseWriter, r *http.Request, p pol
 		h.harborFail(w, r, invalid(fmt.Sprintf("q: Level %q: want project or system", clip(level.value, 32))))
 		return
 	}
-	robots, err := h.robotsOf(ctx, project)
+	var shown []policy.Robot
+	err = h.eachRobot(ctx, project, func(rb policy.Robot) bool {
+		short := strings.TrimPrefix(rb.Name, policy.RobotName(project, ""))
+		if t, ok := terms["name"]; !ok || t.matches(rb.Name) || t.matches(short) {
+			shown = append(shown, rb)
+		}
+		return true
+	})
 	if err != nil {
 		h.harborFail(w, r, err)
 		return
 	}
 	out := []HarborRobot{}
-	var shown []policy.Robot
-	for _, rb := range robots {
-		short := strings.TrimPrefix(rb.Name, policy.RobotName(project, ""))
-		if t, ok := terms["name"]; ok && !t.matches(rb.Name) && !t.matches(short) {
-			continue
-		}
-		shown = append(shown, rb)
-	}
 	for _, rb := range pageOf(shown, page, size) {
 		out = append(out, harborRobot(rb))
 	}
 	setPaging(w, r, len(shown), page, size)
 	writeJSON(w, http.StatusOK, out)
-}
-
-// robotsOf returns every robot of project ("": the system robots).
-func (h *Handler) robotsOf(ctx context.Context, project string) ([]policy.Robot, error) {
-	prefix := policy.RobotName(project, "")
-	var out []policy.Robot
-	last := ""
-	for {
-		batch, err := h.store.Robots(ctx, project, last, robotsBatch)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, batch...)
-		if len(batch) < robotsBatch {
-			return out, nil
-		}
-		last = strings.TrimPrefix(batch[len(batch)-1].Name, prefix)
-	}
 }

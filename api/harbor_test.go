@@ -199,19 +199,19 @@ func testHarborSystem(t *testing.T, w *world) {
 		t.Error("401 without a challenge")
 	}
 	// Bad credentials, in Harbor's shape with berth's challenge.
-	rec = w.do("GET", v2+"/projects", "", basicAuth("dev", "wrong"))
+	rec = w.do("GET", v2+"/projects", "", basic("dev", "wrong"))
 	if rec.Code != 401 || rec.Header().Get("WWW-Authenticate") == "" {
 		t.Errorf("bad credentials: %d %v", rec.Code, rec.Header())
 	}
 	wantError(t, rec, "UNAUTHORIZED")
-	// A bearer token's subject is decided from its current state: the
-	// fake verifier claims admin, dev is not one.
-	bearer := func(r *http.Request) { r.Header.Set("Authorization", "Bearer good-dev") }
+	// A bearer token's subject is decided from its current state: dev is
+	// no admin.
+	bearer := w.bearer(t, "dev")
 	if rec := w.do("GET", v2+"/users/current", "", bearer); rec.Code != 200 || !strings.Contains(rec.Body.String(), `"username":"dev"`) {
 		t.Errorf("bearer users/current: %d %s", rec.Code, rec.Body)
 	}
 	if rec := w.do("GET", v2+"/quotas", "", bearer); rec.Code != 403 {
-		t.Errorf("bearer of a non-admin claiming admin: %d %s", rec.Code, rec.Body)
+		t.Errorf("bearer of a non-admin: %d %s", rec.Code, rec.Body)
 	}
 	// Errors of the router in Harbor's shape too.
 	wantError(t, w.hreq(t, "anonymous", "GET", v2+"/nothing/here", "", 404), "NOT_FOUND")
@@ -566,7 +566,7 @@ func testHarborRobots(t *testing.T, w *world) {
 		rec.Header().Get("Location") != fmt.Sprintf("%s/robots/%d", v2, created.ID) {
 		t.Fatalf("created %+v, Location %q", created, rec.Header().Get("Location"))
 	}
-	asRobot := func(secret string) func(*http.Request) { return basicAuth(created.Name, secret) }
+	asRobot := func(secret string) func(*http.Request) { return basic(created.Name, secret) }
 	if rec := w.do("GET", v2+"/users/current", "", asRobot(created.Secret)); rec.Code != 200 || !strings.Contains(rec.Body.String(), created.Name) {
 		t.Errorf("the robot logs in: %d %s", rec.Code, rec.Body)
 	}

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"slices"
@@ -44,29 +45,22 @@ func (h *Handler) listQuotas(w http.ResponseWriter, r *http.Request, p policy.Pr
 		h.fail(w, r, err)
 		return
 	}
-	var shown []policy.Project
-	total, skip := 0, (page-1)*size
-	err = h.eachProject(r.Context(), func(proj policy.Project) bool {
-		total++
-		if total > skip && len(shown) < size {
-			shown = append(shown, proj)
-		}
-		return true
-	})
+	shown := newWindow[policy.Project](page, size)
+	err = h.eachProject(r.Context(), func(proj policy.Project) bool { shown.add(proj); return true })
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	out := make([]QuotaView, 0, len(shown))
-	for _, proj := range shown {
-		u, err := h.store.ProjectUsage(r.Context(), proj.Name)
+	out := make([]QuotaView, 0, len(shown.items))
+	for _, proj := range shown.items {
+		v, err := h.quotaView(r, proj)
 		if err != nil {
 			h.fail(w, r, err)
 			return
 		}
-		out = append(out, QuotaView{Project: proj.Name, Quota: proj.Quota, Usage: u})
+		out = append(out, v)
 	}
-	w.Header().Set("X-Total-Count", strconv.Itoa(total))
+	w.Header().Set("X-Total-Count", strconv.Itoa(shown.total))
 	writeJSON(w, http.StatusOK, out)
 }
 
@@ -106,24 +100,15 @@ func (h *Handler) putQuota(w http.ResponseWriter, r *http.Request, p policy.Prin
 		h.fail(w, r, invalid(`give {"storage": BYTES, "count": ARTIFACTS}, -1 for unlimited`))
 		return
 	}
-	h.policyMu.Lock()
-	defer h.policyMu.Unlock()
-	proj, err := h.store.Project(r.Context(), pa.Name)
-	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	if req.Storage != nil {
-		proj.Quota.Storage = *req.Storage
-	}
-	if req.Count != nil {
-		proj.Quota.Count = *req.Count
-	}
-	if err := proj.Quota.Validate(); err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	proj, err = h.store.UpdateProject(r.Context(), policy.Project{Name: pa.Name, Quota: proj.Quota}, "quota")
+	proj, err := h.setQuota(r.Context(), pa.Name, func(q *policy.Quota) error {
+		if req.Storage != nil {
+			q.Storage = *req.Storage
+		}
+		if req.Count != nil {
+			q.Count = *req.Count
+		}
+		return nil
+	})
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -134,6 +119,25 @@ func (h *Handler) putQuota(w http.ResponseWriter, r *http.Request, p policy.Prin
 		return
 	}
 	writeJSON(w, http.StatusOK, v)
+}
+
+// setQuota changes project's quota with set: the limits set leaves alone
+// keep their value. The read, the change and the write are one under
+// policyMu; the result is validated before it is written.
+func (h *Handler) setQuota(ctx context.Context, project string, set func(*policy.Quota) error) (policy.Project, error) {
+	h.policyMu.Lock()
+	defer h.policyMu.Unlock()
+	proj, err := h.store.Project(ctx, project)
+	if err != nil {
+		return policy.Project{}, err
+	}
+	if err := set(&proj.Quota); err != nil {
+		return policy.Project{}, err
+	}
+	if err := proj.Quota.Validate(); err != nil {
+		return policy.Project{}, err
+	}
+	return h.store.UpdateProject(ctx, policy.Project{Name: project, Quota: proj.Quota}, "quota")
 }
 
 // --- immutability rules

@@ -60,22 +60,30 @@ const projectsBatch = 500
 // eachProject calls fn with every project, in name order, until it
 // returns false.
 func (h *Handler) eachProject(ctx context.Context, fn func(policy.Project) bool) error {
-	last := ""
-	for {
-		batch, err := h.store.Projects(ctx, last, projectsBatch)
-		if err != nil {
-			return err
-		}
-		for _, p := range batch {
-			if !fn(p) {
-				return nil
-			}
-		}
-		if len(batch) < projectsBatch {
-			return nil
-		}
-		last = batch[len(batch)-1].Name
+	return eachBatch(projectsBatch, func(last string, n int) ([]policy.Project, error) {
+		return h.store.Projects(ctx, last, n)
+	}, func(p policy.Project) string { return p.Name }, fn)
+}
+
+// seenProject is a project with the caller's access to it.
+type seenProject struct {
+	proj policy.Project
+	pa   policy.ProjectAccess
+}
+
+// eachVisibleProject calls fn with every project p may see, in name order.
+func (h *Handler) eachVisibleProject(ctx context.Context, p policy.Principal, fn func(seenProject)) error {
+	roles, err := h.roles(ctx, p)
+	if err != nil {
+		return err
 	}
+	return h.eachProject(ctx, func(proj policy.Project) bool {
+		pa := policy.ProjectAccess{Name: proj.Name, Exists: true, Public: proj.Public, Role: roles[proj.Name]}
+		if visible(p, pa) {
+			fn(seenProject{proj, pa})
+		}
+		return true
+	})
 }
 
 // roles returns p's role in every project it is a member of.
@@ -111,34 +119,18 @@ func (h *Handler) listProjects(w http.ResponseWriter, r *http.Request, p policy.
 		return
 	}
 	name := r.URL.Query().Get("name")
-	roles, err := h.roles(ctx, p)
-	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	type match struct {
-		proj policy.Project
-		pa   policy.ProjectAccess
-	}
-	var shown []match
-	total, skip := 0, (page-1)*size
-	err = h.eachProject(ctx, func(proj policy.Project) bool {
-		pa := policy.ProjectAccess{Name: proj.Name, Exists: true, Public: proj.Public, Role: roles[proj.Name]}
-		if !visible(p, pa) || (publicSet && proj.Public != public) || !strings.Contains(proj.Name, name) {
-			return true
+	shown := newWindow[seenProject](page, size)
+	err = h.eachVisibleProject(ctx, p, func(m seenProject) {
+		if (!publicSet || m.proj.Public == public) && strings.Contains(m.proj.Name, name) {
+			shown.add(m)
 		}
-		total++
-		if total > skip && len(shown) < size {
-			shown = append(shown, match{proj, pa})
-		}
-		return true
 	})
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	out := make([]ProjectView, 0, len(shown))
-	for _, m := range shown {
+	out := make([]ProjectView, 0, len(shown.items))
+	for _, m := range shown.items {
 		v, err := h.projectView(ctx, p, m.pa, m.proj)
 		if err != nil {
 			h.fail(w, r, err)
@@ -146,7 +138,7 @@ func (h *Handler) listProjects(w http.ResponseWriter, r *http.Request, p policy.
 		}
 		out = append(out, v)
 	}
-	w.Header().Set("X-Total-Count", strconv.Itoa(total))
+	w.Header().Set("X-Total-Count", strconv.Itoa(shown.total))
 	writeJSON(w, http.StatusOK, out)
 }
 

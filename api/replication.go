@@ -55,13 +55,7 @@ type RunResponse struct {
 func (h *Handler) WithReplication(r Replication) *Handler {
 	h.repl = r
 	mux := http.NewServeMux()
-	route := func(pattern string, fn func(http.ResponseWriter, *http.Request)) {
-		mux.HandleFunc(pattern, func(w http.ResponseWriter, req *http.Request) {
-			registry.SetRoute(req, pattern)
-			h.adminOnly(fn)(w, req)
-		})
-		h.routes = append(h.routes, pattern)
-	}
+	route := func(pattern string, fn http.HandlerFunc) { h.route(mux, pattern, h.adminOnly(fn)) }
 	route("GET /api/v1/endpoints", h.listEndpoints)
 	route("POST /api/v1/endpoints", h.putEndpoint(true))
 	route("GET /api/v1/endpoints/{name}", h.getEndpoint)

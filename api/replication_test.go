@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
@@ -50,14 +48,13 @@ func (f *fakeRepl) Executions(_ context.Context, _ string, _ uint64, n int) ([]p
 	return []policy.Execution{}, nil
 }
 
-func replHandler(f *fakeRepl) http.Handler {
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	return api.New(&fakeGC{}, users(), api.Info{}, logger).WithReplication(f)
+func replHandler(t *testing.T, f *fakeRepl) http.Handler {
+	return newHandler(t, &fakeGC{}, users()).WithReplication(f)
 }
 
 func TestReplicationAPI(t *testing.T) {
 	f := &fakeRepl{endpoints: map[string]replicate.EndpointSpec{}}
-	h := replHandler(f)
+	h := replHandler(t, f)
 	admin := func(r *http.Request) { r.SetBasicAuth("admin", "secret") }
 	bob := func(r *http.Request) { r.SetBasicAuth("bob", "pw") }
 

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"slices"
@@ -141,6 +142,17 @@ func projectPermissions(rb policy.Robot) []policy.Access {
 	return out
 }
 
+// holdsRobot refuses p unless it holds every permission of rb, when rb is
+// a project robot: whoever changes a robot or takes its secret could use
+// them. (A system robot is an administrator's, and onRobot checked that.)
+func holdsRobot(p policy.Principal, pa policy.ProjectAccess, rb policy.Robot) error {
+	if rb.Level != policy.RobotProject {
+		return nil
+	}
+	_, err := grantable(p, pa, projectPermissions(rb))
+	return err
+}
+
 // robotEndpoint is a handler of a request about one robot that the
 // principal may make.
 type robotEndpoint func(w http.ResponseWriter, r *http.Request, p policy.Principal, rb policy.Robot, pa policy.ProjectAccess)
@@ -216,7 +228,7 @@ func (h *Handler) updateRobot(w http.ResponseWriter, r *http.Request, p policy.P
 			return
 		}
 		desc, disabled, expiresAt = req.Description, req.Disabled, req.ExpiresAt
-		if _, err := grantable(p, pa, projectPermissions(rb)); err != nil {
+		if err := holdsRobot(p, pa, rb); err != nil {
 			h.fail(w, r, err)
 			return
 		}
@@ -271,11 +283,9 @@ func (h *Handler) refreshRobotSecret(w http.ResponseWriter, r *http.Request, p p
 		h.fail(w, r, err)
 		return
 	}
-	if rb.Level == policy.RobotProject {
-		if _, err := grantable(p, pa, projectPermissions(rb)); err != nil {
-			h.fail(w, r, err)
-			return
-		}
+	if err := holdsRobot(p, pa, rb); err != nil {
+		h.fail(w, r, err)
+		return
 	}
 	secret, err := h.store.RefreshRobotSecret(r.Context(), rb.Name, req.Secret)
 	if err != nil {
@@ -378,26 +388,20 @@ func (h *Handler) listRobots(w http.ResponseWriter, r *http.Request, project str
 		h.fail(w, r, err)
 		return
 	}
-	prefix := policy.RobotName(project, "")
-	out := []policy.Robot{}
-	total, skip, last := 0, (page-1)*size, ""
-	for {
-		batch, err := h.store.Robots(r.Context(), project, last, robotsBatch)
-		if err != nil {
-			h.fail(w, r, err)
-			return
-		}
-		for _, rb := range batch {
-			total++
-			if total > skip && len(out) < size {
-				out = append(out, rb)
-			}
-		}
-		if len(batch) < robotsBatch {
-			break
-		}
-		last = strings.TrimPrefix(batch[len(batch)-1].Name, prefix)
+	shown := newWindow[policy.Robot](page, size)
+	if err := h.eachRobot(r.Context(), project, func(rb policy.Robot) bool { shown.add(rb); return true }); err != nil {
+		h.fail(w, r, err)
+		return
 	}
-	w.Header().Set("X-Total-Count", strconv.Itoa(total))
-	writeJSON(w, http.StatusOK, out)
+	w.Header().Set("X-Total-Count", strconv.Itoa(shown.total))
+	writeJSON(w, http.StatusOK, shown.items)
+}
+
+// eachRobot calls fn with every robot of project ("": the system robots),
+// in name order, until it returns false.
+func (h *Handler) eachRobot(ctx context.Context, project string, fn func(policy.Robot) bool) error {
+	prefix := policy.RobotName(project, "")
+	return eachBatch(robotsBatch, func(last string, n int) ([]policy.Robot, error) {
+		return h.store.Robots(ctx, project, last, n)
+	}, func(rb policy.Robot) string { return strings.TrimPrefix(rb.Name, prefix) }, fn)
 }

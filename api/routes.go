@@ -75,11 +75,37 @@ func (h *Handler) handle(pattern string, fn endpoint) {
 
 // public registers an endpoint that needs no credentials.
 func (h *Handler) public(pattern string, fn http.HandlerFunc) {
+	h.route(h.mux, pattern, fn)
+}
+
+// route registers fn at pattern in mux, naming the route for the metrics,
+// and lists the pattern for the OpenAPI test.
+func (h *Handler) route(mux *http.ServeMux, pattern string, fn http.HandlerFunc) {
 	h.routes = append(h.routes, pattern)
-	h.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		registry.SetRoute(r, pattern)
 		fn(w, r)
 	})
+}
+
+// routedMethods returns those of methods for which one of muxes (nil ones
+// aside) routes r's path.
+func routedMethods(r *http.Request, methods []string, muxes ...*http.ServeMux) []string {
+	var out []string
+	for _, m := range methods {
+		probe := r.Clone(r.Context())
+		probe.Method = m
+		for _, mux := range muxes {
+			if mux == nil {
+				continue
+			}
+			if _, p := mux.Handler(probe); p != "" {
+				out = append(out, m)
+				break
+			}
+		}
+	}
+	return out
 }
 
 // projectEndpoint is a handler of a request about one project that the

@@ -42,7 +42,7 @@ func TestAccessRules(t *testing.T) {
 			t.Fatalf("registered %+v", u)
 		}
 		w.as(t, "anonymous", "POST", "/api/v1/users", body, 409)
-		rec := w.do("GET", "/api/v1/users/current", "", basicAuth("eve", "Passw0rd-eve"))
+		rec := w.do("GET", "/api/v1/users/current", "", basic("eve", "Passw0rd-eve"))
 		if cur := decodeJSON[api.CurrentUser](t, rec); rec.Code != 200 || cur.Admin || cur.Name != "eve" {
 			t.Fatalf("eve: %d %s", rec.Code, rec.Body)
 		}
@@ -97,10 +97,10 @@ func TestAccessRules(t *testing.T) {
 		w.as(t, "maint", "PUT", "/api/v1/users/maint/password", `{"old_password":"Passw0rd-maint","new_password":"short"}`, 400)
 		w.as(t, "maint", "PUT", "/api/v1/users/maint/password", `{"old_password":"Passw0rd-maint","new_password":"Passw0rd-new"}`, 204)
 		// The old password was cached; it stops working at once.
-		if rec := w.do("GET", "/api/v1/users/current", "", basicAuth("maint", "Passw0rd-maint")); rec.Code != 401 {
+		if rec := w.do("GET", "/api/v1/users/current", "", basic("maint", "Passw0rd-maint")); rec.Code != 401 {
 			t.Fatalf("old password: %d", rec.Code)
 		}
-		if rec := w.do("GET", "/api/v1/users/current", "", basicAuth("maint", "Passw0rd-new")); rec.Code != 200 {
+		if rec := w.do("GET", "/api/v1/users/current", "", basic("maint", "Passw0rd-new")); rec.Code != 200 {
 			t.Fatalf("new password: %d", rec.Code)
 		}
 		// An administrator sets another's without the old one.
@@ -249,7 +249,7 @@ func TestAccessRules(t *testing.T) {
 				t.Fatalf("GET %s shows the secret", tgt)
 			}
 		}
-		robot := basicAuth(rb.Name, created.Secret)
+		robot := basic(rb.Name, created.Secret)
 		rec = w.do("GET", "/api/v1/users/current", "", robot)
 		if cur := decodeJSON[api.CurrentUser](t, rec); rec.Code != 200 || cur.Kind != policy.PrincipalRobot || cur.Robot == nil {
 			t.Fatalf("robot's current: %d %s", rec.Code, rec.Body)
@@ -264,13 +264,13 @@ func TestAccessRules(t *testing.T) {
 		if rec := w.do("GET", "/api/v1/users/current", "", robot); rec.Code != 401 {
 			t.Fatalf("old secret after a refresh: %d", rec.Code)
 		}
-		robot = basicAuth(rb.Name, sec.Secret)
+		robot = basic(rb.Name, sec.Secret)
 		if rec := w.do("GET", "/api/v1/users/current", "", robot); rec.Code != 200 {
 			t.Fatalf("new secret: %d", rec.Code)
 		}
 		w.as(t, "padmin", "POST", "/api/v1/robots/robot$own+builder/secret", `{"secret":"short"}`, 400)
 		w.as(t, "padmin", "POST", "/api/v1/robots/robot$own+builder/secret", `{"secret":"a-chosen-secret-123"}`, 200)
-		robot = basicAuth(rb.Name, "a-chosen-secret-123")
+		robot = basic(rb.Name, "a-chosen-secret-123")
 		got := decodeJSON[policy.Robot](t, w.as(t, "padmin", "PUT", "/api/v1/robots/robot$own+builder", `{"disable":true,"description":"off"}`, 200))
 		if !got.Disabled || got.Description != "off" || len(got.Permissions[0].Access) != 2 {
 			t.Fatalf("updated %+v", got)
@@ -431,15 +431,20 @@ func TestAccessRules(t *testing.T) {
 	})
 
 	t.Run("failed logins are audited", func(t *testing.T) {
-		if rec := w.do("GET", "/api/v1/users/current", "", basicAuth("guest", "not-it")); rec.Code != 401 {
+		if rec := w.do("GET", "/api/v1/users/current", "", basic("guest", "not-it")); rec.Code != 401 {
 			t.Fatalf("wrong password: %d", rec.Code)
 		}
 		deadline := time.Now().Add(10 * time.Second)
 		for {
 			events := decodeJSON[[]policy.AuditEvent](t, w.as(t, "admin", "GET", "/api/v1/audit?operation=login_failed&user=guest", "", 200))
 			if len(events) > 0 {
-				if e := events[0]; e.Addr != "192.0.2.1" || e.Target != "guest" {
+				if e := events[0]; e.Addr != "192.0.2.1" || e.Target != "guest" || e.Detail != "management API" {
 					t.Fatalf("event %+v", e)
+				}
+				// Once: under no other actor, and counted once.
+				all := decodeJSON[[]policy.AuditEvent](t, w.as(t, "admin", "GET", "/api/v1/audit?operation=login_failed&resource=guest", "", 200))
+				if len(all) != 1 || all[0].Count != 1 {
+					t.Fatalf("one failed login recorded as %+v", all)
 				}
 				break
 			}
@@ -472,17 +477,21 @@ func TestAccessRules(t *testing.T) {
 	})
 
 	t.Run("a bearer token's subject is looked up now", func(t *testing.T) {
-		bearer := func(tok string) func(*http.Request) {
-			return func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+tok) }
-		}
-		// fakeBearer claims admin for everyone; the state decides.
-		if rec := w.do("GET", "/api/v1/users", "", bearer("good-dev")); rec.Code != 403 {
+		// A token carries no role; the state decides.
+		dev := w.bearer(t, "dev")
+		if rec := w.do("GET", "/api/v1/users", "", dev); rec.Code != 403 {
 			t.Fatalf("dev's token: %d", rec.Code)
 		}
-		if rec := w.do("GET", "/api/v1/projects/own/members", "", bearer("good-dev")); rec.Code != 200 {
+		if rec := w.do("GET", "/api/v1/projects/own/members", "", dev); rec.Code != 200 {
 			t.Fatalf("dev's token in own: %d", rec.Code)
 		}
-		if rec := w.do("GET", "/api/v1/users", "", bearer("good-deleted")); rec.Code != 401 {
+		w.as(t, "admin", "POST", "/api/v1/users", `{"username":"shortlived","password":"Passw0rd-shortlived"}`, 201)
+		tok := bearerAuth(tokenFor(t, w.auth, "shortlived", "Passw0rd-shortlived"))
+		if rec := w.do("GET", "/api/v1/users/current", "", tok); rec.Code != 200 {
+			t.Fatalf("a user's token: %d", rec.Code)
+		}
+		w.as(t, "admin", "DELETE", "/api/v1/users/shortlived", "", 204)
+		if rec := w.do("GET", "/api/v1/users/current", "", tok); rec.Code != 401 {
 			t.Fatalf("a deleted user's token: %d", rec.Code)
 		}
 		for _, authz := range []string{"Negotiate abc", "Basic !!!", "Bearer"} {

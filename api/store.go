@@ -6,6 +6,7 @@ import (
 
 	"github.com/berth-registry/berth/oci"
 	"github.com/berth-registry/berth/policy"
+	"github.com/berth-registry/berth/registry"
 )
 
 // The state the access endpoints read and change, declared here as the
@@ -13,14 +14,12 @@ import (
 // writes take the actor from ctx (policy.WithActor) and audit the change
 // in the same command.
 
-// AccountStore checks credentials and reads accounts' current state.
+// AccountStore checks a password again (a user changing their own) and
+// audits a wrong one.
 type AccountStore interface {
 	// Authenticate checks a user's password or a robot's secret; a wrong
 	// one is ok == false, not an error.
 	Authenticate(ctx context.Context, name, secret string) (acct policy.Account, ok bool, err error)
-	// LookupAccount returns account name as it is now (oci.ErrNotFound
-	// when it is gone, disabled or expired).
-	LookupAccount(ctx context.Context, name string) (policy.Account, error)
 	// RecordEvent counts an audit event that is no change (a failed
 	// login); it never blocks.
 	RecordEvent(e policy.AuditEvent)
@@ -133,11 +132,24 @@ type Store interface {
 	ContentStore
 }
 
-// BearerVerifier checks an `Authorization: Bearer` access token (its
-// signature, iss, aud, exp, nbf) and returns its subject. The API then
-// decides from the subject's current state, not from the token's scope.
-// An error wrapping oci.ErrUnavailable is answered 503; any other error
-// 401.
+// Authenticator tells who made a request, from its basic credentials (a
+// user's password, a robot's secret) or bearer token, or that nobody did
+// (policy.Anonymous): the registry's *registry.AccessAuth, so that the
+// registry and this API check credentials in one place. It reads accounts
+// as they are now: a password changed, an account deleted or disabled, an
+// admin flag revoked count at the next request. It audits failed logins
+// itself. Credentials that are wrong or no longer valid are an error
+// wrapping registry.ErrUnauthorized (401); one wrapping oci.ErrUnavailable
+// is answered 503; anything else 500.
+type Authenticator interface {
+	Authenticate(r *http.Request) (registry.Identity, error)
+}
+
+var _ Authenticator = (*registry.AccessAuth)(nil)
+
+// BearerVerifier is what WithBearer takes: an Authenticator that answers
+// with the principal only. It goes once cmd passes its *registry.AccessAuth
+// to WithAuthenticator.
 type BearerVerifier interface {
 	VerifyBearer(r *http.Request) (policy.Principal, error)
 }
@@ -148,11 +160,25 @@ type RetentionRunner interface {
 	RunRetention(ctx context.Context, project string, dryRun bool) (policy.RetentionRun, error)
 }
 
-// WithBearer makes the API accept bearer tokens that v verifies, and
-// returns h.
-func (h *Handler) WithBearer(v BearerVerifier) *Handler {
-	h.bearer = v
+// WithAuthenticator makes the API authenticate every request with a (without
+// one it refuses all credentials), and returns h.
+func (h *Handler) WithAuthenticator(a Authenticator) *Handler {
+	h.auth = a
 	return h
+}
+
+// WithBearer is WithAuthenticator for a BearerVerifier (cmd's adapter of
+// *registry.AccessAuth), and goes with it.
+func (h *Handler) WithBearer(v BearerVerifier) *Handler {
+	return h.WithAuthenticator(verifierAuth{v})
+}
+
+// verifierAuth adapts a BearerVerifier to Authenticator.
+type verifierAuth struct{ v BearerVerifier }
+
+func (a verifierAuth) Authenticate(r *http.Request) (registry.Identity, error) {
+	p, err := a.v.VerifyBearer(r)
+	return registry.Identity{Name: p.Name, Principal: p}, err
 }
 
 // WithRetention adds the runs of POST /api/v1/projects/{p}/retention/run

@@ -87,30 +87,21 @@ func (h *Handler) listUsers(w http.ResponseWriter, r *http.Request, p policy.Pri
 		return
 	}
 	filter := r.URL.Query().Get("username")
-	out := []policy.User{}
-	total, skip, last := 0, (page-1)*size, ""
-	for {
-		batch, err := h.store.Users(r.Context(), last, usersBatch)
-		if err != nil {
-			h.fail(w, r, err)
-			return
+	shown := newWindow[policy.User](page, size)
+	err = eachBatch(usersBatch, func(last string, n int) ([]policy.User, error) {
+		return h.store.Users(r.Context(), last, n)
+	}, func(u policy.User) string { return u.Name }, func(u policy.User) bool {
+		if strings.Contains(u.Name, filter) {
+			shown.add(u)
 		}
-		for _, u := range batch {
-			if !strings.Contains(u.Name, filter) {
-				continue
-			}
-			total++
-			if total > skip && len(out) < size {
-				out = append(out, u)
-			}
-		}
-		if len(batch) < usersBatch {
-			break
-		}
-		last = batch[len(batch)-1].Name
+		return true
+	})
+	if err != nil {
+		h.fail(w, r, err)
+		return
 	}
-	w.Header().Set("X-Total-Count", strconv.Itoa(total))
-	writeJSON(w, http.StatusOK, out)
+	w.Header().Set("X-Total-Count", strconv.Itoa(shown.total))
+	writeJSON(w, http.StatusOK, shown.items)
 }
 
 // UserRequest is the body of POST /users. SysAdmin may be named by a

@@ -5,9 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -17,6 +15,7 @@ import (
 
 	"github.com/berth-registry/berth/api"
 	"github.com/berth-registry/berth/cluster"
+	"github.com/berth-registry/berth/cluster/clustertest"
 	"github.com/berth-registry/berth/oci"
 	"github.com/berth-registry/berth/policy"
 	"github.com/berth-registry/berth/registry"
@@ -109,45 +108,12 @@ func robotSecret(name string) string {
 type world struct {
 	t     *testing.T
 	node  *cluster.Node
+	auth  *registry.AccessAuth
 	h     *api.Handler
 	cast  []principal // the matrix's callers, anonymous last
 	runs  *fakeRunner
 	logs  *syncBuffer
 	users map[string]bool
-}
-
-// newNode starts a one-node cluster in a temporary directory.
-func newNode(t *testing.T) *cluster.Node {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	cfg := cluster.DefaultConfig()
-	cfg.NodeID = "test"
-	cfg.DataDir = t.TempDir()
-	cfg.RaftAddr = addr
-	cfg.HeartbeatTimeout = 50 * time.Millisecond
-	cfg.ElectionTimeout = 50 * time.Millisecond
-	cfg.LeaderLeaseTimeout = 50 * time.Millisecond
-	cfg.AuditFlushInterval = 20 * time.Millisecond
-	n, err := cluster.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := n.Close(); err != nil {
-			t.Errorf("close node: %v", err)
-		}
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := n.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return n
 }
 
 var _ api.Store = (*cluster.Node)(nil)
@@ -192,7 +158,7 @@ type worldOpts struct {
 
 func newWorld(t *testing.T, opts worldOpts) *world {
 	t.Helper()
-	w := &world{t: t, node: newNode(t), logs: &syncBuffer{}, users: map[string]bool{}}
+	w := &world{t: t, node: clustertest.SingleNode(t), logs: &syncBuffer{}, users: map[string]bool{}}
 	w.runs = &fakeRunner{node: w.node}
 	logger := slog.New(slog.NewTextHandler(w.logs, nil))
 	cfg := opts.cfg
@@ -200,10 +166,14 @@ func newWorld(t *testing.T, opts worldOpts) *world {
 		cfg = api.DefaultConfig()
 	}
 	gc := &fakeGC{GCFunc: func(context.Context, bool) (registry.GCResult, error) { return registry.GCResult{}, nil }}
+	auth, err := registry.NewAccessAuth(registry.DefaultAuthConfig(), w.node, w.node, w.node, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.auth = auth
 	w.h = api.New(gc, w.node, api.Info{Version: "test", NodeID: "test"}, logger).
-		WithConfig(cfg).WithRetention(w.runs).WithBearer(fakeBearer{}).
+		WithConfig(cfg).WithRetention(w.runs).WithAuthenticator(auth).
 		WithCluster(fakeCluster{}).WithReplication(emptyRepl{})
-	api.SetCredentialTTL(w.h, time.Hour)
 
 	ctx := w.ctx()
 	if err := w.node.EnsureTokenKey(ctx); err != nil {
@@ -319,17 +289,7 @@ func (w *world) restore() {
 
 // do sends one request to the handler, from 192.0.2.1.
 func (w *world) do(method, target, body string, auth func(*http.Request)) *httptest.ResponseRecorder {
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req := httptest.NewRequest(method, target, rd)
-	if auth != nil {
-		auth(req)
-	}
-	rec := httptest.NewRecorder()
-	w.h.ServeHTTP(rec, req)
-	return rec
+	return do(w.t, w.h, method, target, body, auth)
 }
 
 // as sends a request as principal label ("anonymous" included) and
@@ -350,9 +310,12 @@ func clip(s string) string {
 	return s
 }
 
-// basicAuth authenticates a request with name and secret.
-func basicAuth(name, secret string) func(*http.Request) {
-	return func(r *http.Request) { r.SetBasicAuth(name, secret) }
+// bearer authenticates a request with an access token of principal label,
+// fetched from the token service.
+func (w *world) bearer(t *testing.T, label string) func(*http.Request) {
+	t.Helper()
+	pr := w.principal(label)
+	return bearerAuth(tokenFor(t, w.auth, pr.name, pr.secret))
 }
 
 func decodeJSON[T any](t *testing.T, rec *httptest.ResponseRecorder) T {

@@ -117,6 +117,15 @@ func safeRealm(s string) bool {
 	return true
 }
 
+// Credential cache bounds (of both Authorizers): a successful password
+// check is remembered this long, for at most this many credential pairs.
+const (
+	credentialCacheTTL  = 60 * time.Second
+	credentialCacheSize = 1024
+	// maxCredentialLength bounds user names and passwords we hash or check.
+	maxCredentialLength = 1024
+)
+
 // Cache bounds of the access Authorizer.
 const (
 	// accountCacheTTL is how long a looked-up account is trusted: a
@@ -199,7 +208,7 @@ func NewAccessAuth(cfg AuthConfig, state AccessState, keys TokenKeys, audit Audi
 // Authorize implements Authorizer.
 func (a *AccessAuth) Authorize(r *http.Request, need Access) (Identity, error) {
 	ctx := r.Context()
-	id, claims, err := a.identify(r)
+	id, claims, err := a.identify(r, viaRegistry)
 	if err != nil {
 		return id, err
 	}
@@ -253,21 +262,38 @@ var errInsufficientScope = fmt.Errorf("%w: the token does not grant this access;
 // credentials (the anonymous Identity without any), or an error wrapping
 // ErrUnauthorized for credentials that are wrong or no longer valid. It
 // decides nothing: the management API uses it and then decides from the
-// state.
+// state. Unlike Authorize it reads the account as the state holds it now
+// (see viaAPI).
 func (a *AccessAuth) Authenticate(r *http.Request) (Identity, error) {
-	id, _, err := a.identify(r)
+	id, _, err := a.identify(r, viaAPI)
 	return id, err
 }
 
+// via is where a request came in; it decides how fresh an account must be
+// and how a failed login is recorded.
+type via int
+
+const (
+	// viaRegistry: /v2/ and the token service. A looked-up account is
+	// trusted for accountCacheTTL; a failed login is anonymous's.
+	viaRegistry via = iota
+	// viaAPI: the management API, where accounts change. Every request
+	// reads its account now, so that a changed password, a deleted or
+	// disabled account or a revoked admin flag counts at the next request;
+	// a failed login is recorded under the name tried (`berth audit --user
+	// NAME` finds it), with the detail "management API".
+	viaAPI
+)
+
 // identify returns who made r and, for a bearer token, its claims.
-func (a *AccessAuth) identify(r *http.Request) (Identity, *accessClaims, error) {
+func (a *AccessAuth) identify(r *http.Request, v via) (Identity, *accessClaims, error) {
 	anon := Identity{Principal: policy.Anonymous}
 	h := r.Header.Get("Authorization")
 	if scheme, tok, ok := strings.Cut(h, " "); ok && strings.EqualFold(scheme, "Bearer") {
 		if len(h) > maxBearerLength {
 			return anon, nil, fmt.Errorf("%w: bearer token too long", ErrUnauthorized)
 		}
-		return a.bearer(r.Context(), strings.TrimSpace(tok))
+		return a.bearer(r.Context(), strings.TrimSpace(tok), v)
 	}
 	user, password, ok := r.BasicAuth()
 	if !ok || (user == "" && password == "") {
@@ -275,7 +301,7 @@ func (a *AccessAuth) identify(r *http.Request) (Identity, *accessClaims, error) 
 		// sends "Basic Og==" when it has none), is no credentials.
 		return anon, nil, nil
 	}
-	acct, err := a.basic(r, user, password)
+	acct, err := a.basic(r, user, password, v)
 	if err != nil {
 		return anon, nil, err
 	}
@@ -290,7 +316,7 @@ func identityOf(p policy.Principal) Identity {
 }
 
 // bearer verifies an access token and the account it names.
-func (a *AccessAuth) bearer(ctx context.Context, raw string) (Identity, *accessClaims, error) {
+func (a *AccessAuth) bearer(ctx context.Context, raw string, v via) (Identity, *accessClaims, error) {
 	anon := Identity{Principal: policy.Anonymous}
 	c, err := a.tokens.verifyAccess(raw)
 	if err != nil {
@@ -300,7 +326,7 @@ func (a *AccessAuth) bearer(ctx context.Context, raw string) (Identity, *accessC
 	if c.Subject == "" {
 		return anon, c, nil
 	}
-	acct, err := a.account(ctx, c.Subject)
+	acct, err := a.account(ctx, c.Subject, v)
 	if err != nil {
 		return anon, nil, err
 	}
@@ -311,11 +337,11 @@ func (a *AccessAuth) bearer(ctx context.Context, raw string) (Identity, *accessC
 }
 
 // account returns account name as the state has it now, trusting a
-// lookup for accountCacheTTL. A missing, disabled or expired account is
-// ErrUnauthorized.
-func (a *AccessAuth) account(ctx context.Context, name string) (policy.Account, error) {
+// lookup for accountCacheTTL except via the API. A missing, disabled or
+// expired account is ErrUnauthorized.
+func (a *AccessAuth) account(ctx context.Context, name string, v via) (policy.Account, error) {
 	now := a.now()
-	if acct, ok := a.accounts.get(name, now); ok {
+	if acct, ok := a.accounts.get(name, now); ok && v != viaAPI {
 		return acct, nil
 	}
 	acct, err := a.state.LookupAccount(ctx, name)
@@ -333,17 +359,18 @@ func (a *AccessAuth) account(ctx context.Context, name string) (policy.Account, 
 // cached for credentialCacheTTL under an HMAC of the credentials; a cached
 // one still needs the account as it is now (account), with the same id
 // and credential generation, so a deleted robot or a changed password
-// stops working within accountCacheTTL. A failure is audited as login_failed.
-func (a *AccessAuth) basic(r *http.Request, user, password string) (policy.Account, error) {
+// stops working within accountCacheTTL (at once via the API). A failure is
+// audited as login_failed.
+func (a *AccessAuth) basic(r *http.Request, user, password string, v via) (policy.Account, error) {
 	ctx := r.Context()
 	if user == "" || len(user) > maxCredentialLength || len(password) > maxCredentialLength {
-		a.loginFailed(r, user)
+		a.loginFailed(r, user, v)
 		return policy.Account{}, ErrUnauthorized
 	}
-	key := a.credKeyOf(user, password)
+	key := credentialKey(a.credKey, user, password)
 	now := a.now()
 	if cached, ok := a.creds.get(key, now); ok {
-		cur, err := a.account(ctx, user)
+		cur, err := a.account(ctx, user, v)
 		if err == nil && issuedFor(cur, cached.ID, cached.Gen) {
 			return cur, nil
 		}
@@ -354,7 +381,7 @@ func (a *AccessAuth) basic(r *http.Request, user, password string) (policy.Accou
 		return policy.Account{}, fmt.Errorf("authenticate %q: %w", user, err)
 	}
 	if !ok {
-		a.loginFailed(r, user)
+		a.loginFailed(r, user, v)
 		return policy.Account{}, ErrUnauthorized
 	}
 	a.creds.put(key, acct, now, now.Add(credentialCacheTTL))
@@ -362,8 +389,10 @@ func (a *AccessAuth) basic(r *http.Request, user, password string) (policy.Accou
 	return acct, nil
 }
 
-func (a *AccessAuth) credKeyOf(user, password string) [sha256.Size]byte {
-	mac := hmac.New(sha256.New, a.credKey)
+// credentialKey is the cache key of a user and password: an HMAC-SHA-256
+// under key, so that the cache never holds the password.
+func credentialKey(key []byte, user, password string) [sha256.Size]byte {
+	mac := hmac.New(sha256.New, key)
 	// The user name cannot contain ':' in basic auth, so this is unambiguous.
 	mac.Write([]byte(user))
 	mac.Write([]byte{':'})
@@ -374,11 +403,15 @@ func (a *AccessAuth) credKeyOf(user, password string) [sha256.Size]byte {
 }
 
 // loginFailed records a failed login of name from r's client.
-func (a *AccessAuth) loginFailed(r *http.Request, name string) {
-	a.audit.RecordEvent(policy.AuditEvent{
+func (a *AccessAuth) loginFailed(r *http.Request, name string, v via) {
+	e := policy.AuditEvent{
 		Actor: policy.PrincipalAnonymous, Addr: clientIP(r), Op: policy.AuditLoginFailed,
 		Resource: policy.AuditAccount, Target: name,
-	})
+	}
+	if v == viaAPI {
+		e.Actor, e.Detail = name, "management API"
+	}
+	a.audit.RecordEvent(e)
 }
 
 // verdict is a decision from the state.
@@ -523,7 +556,7 @@ func (a *AccessAuth) Challenge(r *http.Request, need Access) string {
 	}
 	h := r.Header.Get("Authorization")
 	if scheme, tok, ok := strings.Cut(h, " "); ok && strings.EqualFold(scheme, "Bearer") {
-		if _, c, err := a.bearer(r.Context(), strings.TrimSpace(tok)); err == nil && c != nil && need != (Access{}) {
+		if _, c, err := a.bearer(r.Context(), strings.TrimSpace(tok), viaRegistry); err == nil && c != nil && need != (Access{}) {
 			b.WriteString(`,error="insufficient_scope"`)
 		} else {
 			b.WriteString(`,error="invalid_token"`)

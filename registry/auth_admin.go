@@ -1,24 +1,13 @@
 package registry
 
 import (
-	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"fmt"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/berth-registry/berth/policy"
-)
-
-// Admin-auth cache bounds: a successful password check is remembered this
-// long, for at most this many credential pairs.
-const (
-	credentialCacheTTL  = 60 * time.Second
-	credentialCacheSize = 1024
-	// maxCredentialLength bounds user names and passwords we hash or check.
-	maxCredentialLength = 1024
 )
 
 // adminAuth is the single-admin Authorizer of the first release: anonymous
@@ -31,13 +20,7 @@ type adminAuth struct {
 	now           func() time.Time
 
 	key   []byte // HMAC key of the cache, random per process
-	mu    sync.Mutex
-	cache map[[sha256.Size]byte]cachedCredential
-}
-
-type cachedCredential struct {
-	identity Identity
-	expires  time.Time
+	cache *ttlCache[[sha256.Size]byte, Identity]
 }
 
 var _ Authorizer = (*adminAuth)(nil)
@@ -75,7 +58,7 @@ func NewAdminAuth(users PasswordChecker, anonymousPull bool, realm string) Autho
 		challenge:     fmt.Sprintf("Basic realm=%q", realm),
 		now:           time.Now,
 		key:           key,
-		cache:         make(map[[sha256.Size]byte]cachedCredential),
+		cache:         newTTLCache[[sha256.Size]byte, Identity](credentialCacheSize),
 	}
 }
 
@@ -114,13 +97,10 @@ func (a *adminAuth) check(r *http.Request, user, password string) (Identity, err
 	if user == "" || len(user) > maxCredentialLength || len(password) > maxCredentialLength {
 		return Identity{}, ErrUnauthorized
 	}
-	key := a.cacheKey(user, password)
+	key := credentialKey(a.key, user, password)
 	now := a.now()
-	a.mu.Lock()
-	c, ok := a.cache[key]
-	a.mu.Unlock()
-	if ok && now.Before(c.expires) {
-		return c.identity, nil
+	if id, ok := a.cache.get(key, now); ok {
+		return id, nil
 	}
 	ok, admin, err := a.users.CheckPassword(r.Context(), user, password)
 	if err != nil {
@@ -130,38 +110,6 @@ func (a *adminAuth) check(r *http.Request, user, password string) (Identity, err
 		return Identity{}, ErrUnauthorized
 	}
 	id := Identity{Name: user, Admin: admin, Principal: policy.Principal{Kind: policy.PrincipalUser, Name: user, Admin: admin}}
-	a.remember(key, id, now)
+	a.cache.put(key, id, now, now.Add(credentialCacheTTL))
 	return id, nil
-}
-
-func (a *adminAuth) cacheKey(user, password string) [sha256.Size]byte {
-	mac := hmac.New(sha256.New, a.key)
-	// The user name cannot contain ':' in basic auth, so this is unambiguous.
-	mac.Write([]byte(user))
-	mac.Write([]byte{':'})
-	mac.Write([]byte(password))
-	var k [sha256.Size]byte
-	copy(k[:], mac.Sum(nil))
-	return k
-}
-
-// remember caches a successful check. When the cache is full it first drops
-// expired entries, then, if still full, an arbitrary one.
-func (a *adminAuth) remember(key [sha256.Size]byte, id Identity, now time.Time) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if len(a.cache) >= credentialCacheSize {
-		for k, c := range a.cache {
-			if !now.Before(c.expires) {
-				delete(a.cache, k)
-			}
-		}
-		for k := range a.cache {
-			if len(a.cache) < credentialCacheSize {
-				break
-			}
-			delete(a.cache, k)
-		}
-	}
-	a.cache[key] = cachedCredential{identity: id, expires: now.Add(credentialCacheTTL)}
 }

@@ -155,7 +155,7 @@ func TestAdminAuthCache(t *testing.T) {
 		t.Fatalf("%d checks, want 4", n)
 	}
 	// The cache key is not the password.
-	for k := range a.cache {
+	for k := range a.cache.entries {
 		if bytes.Contains(k[:], []byte(adminPass)) {
 			t.Fatal("password in cache key")
 		}
@@ -170,10 +170,10 @@ func TestAdminAuthCache(t *testing.T) {
 	}
 	// The cache is bounded.
 	for i := range credentialCacheSize + 10 {
-		a.remember([32]byte{byte(i), byte(i >> 8), 1}, Identity{Name: "x"}, now)
+		a.cache.put([32]byte{byte(i), byte(i >> 8), 1}, Identity{Name: "x"}, now, now.Add(credentialCacheTTL))
 	}
-	if len(a.cache) > credentialCacheSize {
-		t.Fatalf("cache holds %d entries", len(a.cache))
+	if n := a.cache.len(); n > credentialCacheSize {
+		t.Fatalf("cache holds %d entries", n)
 	}
 	if got := a.Challenge(nil, pull); got != `Basic realm="realm"` {
 		t.Fatalf("challenge = %q", got)

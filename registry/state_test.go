@@ -3,20 +3,17 @@ package registry
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/berth-registry/berth/cluster"
+	"github.com/berth-registry/berth/cluster/clustertest"
 	"github.com/berth-registry/berth/oci"
 )
 
 // faultState is the State of the API suite: a real Raft-backed cluster.Node
-// (one node, real TCP transport, raft-boltdb and bbolt in a temp dir), with
+// (clustertest.SingleNode: raft-boltdb and bbolt in a temp dir), with
 // hooks that make its reads or writes fail, as a lost quorum or a broken
 // disk would. The suite thereby tests the handlers against the state
 // machine users run, not against a model of it.
@@ -32,38 +29,11 @@ type faultState struct {
 
 var _ State = (*faultState)(nil)
 
-// newNodeState starts a one-node cluster in a temp dir and waits until it
-// can commit writes.
+// newNodeState starts a one-node cluster and waits until it can commit
+// writes.
 func newNodeState(t testing.TB) *faultState {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	cfg := cluster.DefaultConfig()
-	cfg.NodeID = "test"
-	cfg.DataDir = t.TempDir()
-	cfg.RaftAddr = addr
-	cfg.HeartbeatTimeout = 50 * time.Millisecond
-	cfg.ElectionTimeout = 50 * time.Millisecond
-	cfg.LeaderLeaseTimeout = 50 * time.Millisecond
-	n, err := cluster.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := n.Close(); err != nil {
-			t.Errorf("close node: %v", err)
-		}
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := n.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return &faultState{State: n}
+	return &faultState{State: clustertest.SingleNode(t)}
 }
 
 // setFaults replaces the write and read failure hooks (nil: no failure).

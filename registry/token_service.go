@@ -100,7 +100,7 @@ func (a *AccessAuth) tokenGet(w http.ResponseWriter, r *http.Request) {
 	}
 	var acct *policy.Account
 	if user, password, ok := r.BasicAuth(); ok && (user != "" || password != "") {
-		got, err := a.basic(r, user, password)
+		got, err := a.basic(r, user, password, viaRegistry)
 		if err != nil {
 			a.loginError(w, r, err, "invalid username or password")
 			return
@@ -139,7 +139,7 @@ func (a *AccessAuth) tokenPost(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		var err error
-		if acct, err = a.basic(r, user, password); err != nil {
+		if acct, err = a.basic(r, user, password, viaRegistry); err != nil {
 			a.loginError(w, r, err, "invalid username or password")
 			return
 		}
@@ -187,18 +187,18 @@ func (a *AccessAuth) tokenParams(w http.ResponseWriter, r *http.Request, v url.V
 func (a *AccessAuth) refresh(r *http.Request, raw string) (policy.Account, error) {
 	c, err := a.tokens.verifyRefresh(raw)
 	if err != nil {
-		a.loginFailed(r, "")
+		a.loginFailed(r, "", viaRegistry)
 		return policy.Account{}, err
 	}
-	acct, err := a.account(r.Context(), c.Subject)
+	acct, err := a.account(r.Context(), c.Subject, viaRegistry)
 	if err != nil {
 		if errors.Is(err, ErrUnauthorized) {
-			a.loginFailed(r, c.Subject)
+			a.loginFailed(r, c.Subject, viaRegistry)
 		}
 		return policy.Account{}, err
 	}
 	if !issuedFor(acct, c.UID, c.Gen) {
-		a.loginFailed(r, c.Subject)
+		a.loginFailed(r, c.Subject, viaRegistry)
 		return policy.Account{}, fmt.Errorf("%w: account %s was re-created, or its credentials changed, after the refresh token was issued", ErrUnauthorized, c.Subject)
 	}
 	return acct, nil

@@ -723,6 +723,63 @@ func TestBasicCredentialCache(t *testing.T) {
 	}
 }
 
+// TestAuthenticateReadsAccountsNow: Authenticate, the management API's
+// way in, trusts no cached account: a new credential generation ends a
+// cached password and a token at the next request, with no wait for
+// accountCacheTTL. Its failed logins name the account tried.
+func TestAuthenticateReadsAccountsNow(t *testing.T) {
+	var gen atomic.Uint64
+	state, keys := newFakeAccess(&gen), newFakeKeys(t)
+	var events []policy.AuditEvent
+	audit := &recordingAudit{record: func(e policy.AuditEvent) { events = append(events, e) }}
+	a, err := NewAccessAuth(DefaultAuthConfig(), state, keys, audit, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acct := policy.Account{Principal: policy.Principal{Kind: policy.PrincipalUser, Name: "alice"}}
+	tok, _, err := a.tokens.issueAccess(t.Context(), &acct, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	basic := func(pass string) func(*http.Request) {
+		return func(r *http.Request) { r.SetBasicAuth("alice", pass) }
+	}
+	bearer := func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+tok) }
+	authenticate := func(auth func(*http.Request)) error {
+		r := httptest.NewRequest(http.MethodGet, "/api/v1/users/current", nil)
+		auth(r)
+		id, err := a.Authenticate(r)
+		if err == nil && id.Name != "alice" {
+			t.Fatalf("authenticated as %+v", id)
+		}
+		return err
+	}
+	for _, auth := range []func(*http.Request){basic("alice-pw0"), bearer} {
+		if err := authenticate(auth); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gen.Add(1) // the password changed to alice-pw1: no clock advance
+	if err := authenticate(basic("alice-pw0")); !errors.Is(err, ErrUnauthorized) {
+		t.Fatalf("old password after a change: %v", err)
+	}
+	if err := authenticate(bearer); !errors.Is(err, ErrUnauthorized) {
+		t.Fatalf("token of older credentials: %v", err)
+	}
+	if err := authenticate(basic("alice-pw1")); err != nil {
+		t.Fatalf("new password: %v", err)
+	}
+	if len(events) != 1 || events[0].Actor != "alice" || events[0].Target != "alice" || events[0].Detail != "management API" {
+		t.Fatalf("failed logins recorded as %+v, want one of alice's", events)
+	}
+}
+
+// recordingAudit is an AuditSink that hands events to record.
+type recordingAudit struct{ record func(policy.AuditEvent) }
+
+func (s *recordingAudit) RecordEvent(e policy.AuditEvent)             { s.record(e) }
+func (s *recordingAudit) RecordPull(string, oci.Digest, policy.Actor) {}
+
 func TestAuthConfigValidate(t *testing.T) {
 	ok := DefaultAuthConfig()
 	if err := ok.Validate(); err != nil {

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"maps"
-	"net"
 	"slices"
 	"testing"
 	"time"
@@ -15,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/berth-registry/berth/cluster"
+	"github.com/berth-registry/berth/cluster/clustertest"
 	"github.com/berth-registry/berth/oci"
 	"github.com/berth-registry/berth/policy"
 	"github.com/berth-registry/berth/retention"
@@ -36,35 +36,9 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	cfg := cluster.DefaultConfig()
-	cfg.NodeID = "test"
-	cfg.DataDir = t.TempDir()
-	cfg.RaftAddr = addr
-	cfg.HeartbeatTimeout = 50 * time.Millisecond
-	cfg.ElectionTimeout = 50 * time.Millisecond
-	cfg.LeaderLeaseTimeout = 50 * time.Millisecond
-	cfg.CommitTimeout = 5 * time.Millisecond
-	cfg.AuditFlushInterval = 20 * time.Millisecond // pull counts reach the state quickly
-	n, err := cluster.New(cfg, quiet(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := n.Close(); err != nil {
-			t.Errorf("close node: %v", err)
-		}
-	})
+	n := clustertest.SingleNode(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
-	if err := n.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
 	return &fixture{t: t, ctx: ctx, node: n}
 }
 

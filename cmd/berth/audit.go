@@ -110,22 +110,10 @@ func (m *Main) auditCommand() *cli.Command {
 	}
 }
 
-// auditClientFlags are clientFlags with --user and --password renamed
-// --server-user and --server-password, as `endpoint add` has them: --user
-// filters the log.
+// auditClientFlags are the client flags of `audit`, whose --user filters
+// the log.
 func auditClientFlags() []cli.Flag {
-	var out []cli.Flag
-	for _, f := range clientFlags() {
-		switch f.Names()[0] {
-		case "user":
-			out = append(out, &cli.StringFlag{Name: "server-user", EnvVars: []string{"BERTH_USER"}, Value: adminUser, Usage: "user name at --server (for basic auth)"})
-		case "password":
-			out = append(out, &cli.StringFlag{Name: "server-password", EnvVars: []string{"BERTH_PASSWORD"}, Usage: "password at --server (default: the saved login)"})
-		default:
-			out = append(out, f)
-		}
-	}
-	return out
+	return serverClientFlags("user name at --server (for basic auth)", "password at --server (default: the saved login)")
 }
 
 // auditQuery makes the query of GET /audit from the flags; times are sent

@@ -36,6 +36,25 @@ func clientFlags() []cli.Flag {
 	}
 }
 
+// serverClientFlags are clientFlags for a command whose own --user and
+// --password mean something else (a filter, an endpoint's credentials):
+// the node's are --server-user and --server-password (BERTH_USER,
+// BERTH_PASSWORD), which clientOf then reads.
+func serverClientFlags(userUsage, passwordUsage string) []cli.Flag {
+	var out []cli.Flag
+	for _, f := range clientFlags() {
+		switch f.Names()[0] {
+		case "user":
+			out = append(out, &cli.StringFlag{Name: "server-user", EnvVars: []string{"BERTH_USER"}, Value: adminUser, Usage: userUsage})
+		case "password":
+			out = append(out, &cli.StringFlag{Name: "server-password", EnvVars: []string{"BERTH_PASSWORD"}, Usage: passwordUsage})
+		default:
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
 // clientFrom checks a client command's arguments and flags (clientFlags)
 // and returns the API client and the output format.
 func clientFrom(c *cli.Context, name string) (apiClient, string, error) {

@@ -204,10 +204,7 @@ func (m *Main) memberCommand() *cli.Command {
 					if mb.User == "" {
 						mb = policy.Member{Project: c.args[0], User: c.args[1], Role: role}
 					}
-					return c.print(mb, func(w io.Writer) error {
-						_, err := fmt.Fprintf(w, "%s is %s in project %s\n", mb.User, mb.Role, c.args[0])
-						return err
-					})
+					return printMember(c, c.args[0], mb)
 				}, "PROJECT", "USER", "ROLE"),
 			},
 			{
@@ -244,11 +241,7 @@ func (m *Main) memberCommand() *cli.Command {
 					if err := c.do(http.MethodPut, pathOf("projects", c.args[0], "members", c.args[1]), map[string]any{"role": role}, nil); err != nil {
 						return err
 					}
-					mb := policy.Member{Project: c.args[0], User: c.args[1], Role: role}
-					return c.print(mb, func(w io.Writer) error {
-						_, err := fmt.Fprintf(w, "%s is %s in project %s\n", mb.User, mb.Role, mb.Project)
-						return err
-					})
+					return printMember(c, c.args[0], policy.Member{Project: c.args[0], User: c.args[1], Role: role})
 				}, "PROJECT", "USER", "ROLE"),
 			},
 			{
@@ -265,6 +258,14 @@ func (m *Main) memberCommand() *cli.Command {
 			},
 		},
 	}
+}
+
+// printMember says that mb has its role in project.
+func printMember(c *call, project string, mb policy.Member) error {
+	return c.print(mb, func(w io.Writer) error {
+		_, err := fmt.Fprintf(w, "%s is %s in project %s\n", mb.User, mb.Role, project)
+		return err
+	})
 }
 
 func (m *Main) quotaCommand() *cli.Command {

@@ -388,18 +388,7 @@ func printRules(w io.Writer, output string, rs ...policy.Rule) error {
 // --server-user and --server-password (BERTH_USER, BERTH_PASSWORD) or the
 // saved login.
 func endpointAddFlags() []cli.Flag {
-	var out []cli.Flag
-	for _, f := range clientFlags() {
-		switch f.Names()[0] {
-		case "user":
-			out = append(out, &cli.StringFlag{Name: "server-user", EnvVars: []string{"BERTH_USER"}, Value: adminUser, Usage: "admin user name at --server"})
-		case "password":
-			out = append(out, &cli.StringFlag{Name: "server-password", EnvVars: []string{"BERTH_PASSWORD"}, Usage: "admin password at --server (default: the saved login, or <data>/admin.password)"})
-		default:
-			out = append(out, f)
-		}
-	}
-	return append(out,
+	return append(serverClientFlags("admin user name at --server", "admin password at --server (default: the saved login, or <data>/admin.password)"),
 		&cli.StringFlag{Name: "url", Required: true, Usage: "`URL` of the registry: scheme and host[:port]"},
 		&cli.StringFlag{Name: "type", Value: policy.EndpointBerth, Usage: "berth (another berth cluster: tag versions travel, for dual-master) or oci (any OCI registry)"},
 		&cli.StringFlag{Name: "user", Usage: "user name at the endpoint"},

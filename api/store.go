@@ -147,13 +147,6 @@ type Authenticator interface {
 
 var _ Authenticator = (*registry.AccessAuth)(nil)
 
-// BearerVerifier is what WithBearer takes: an Authenticator that answers
-// with the principal only. It goes once cmd passes its *registry.AccessAuth
-// to WithAuthenticator.
-type BearerVerifier interface {
-	VerifyBearer(r *http.Request) (policy.Principal, error)
-}
-
 // RetentionRunner runs a project's retention policy now (or dry) and
 // returns the run as recorded when it was started.
 type RetentionRunner interface {
@@ -165,20 +158,6 @@ type RetentionRunner interface {
 func (h *Handler) WithAuthenticator(a Authenticator) *Handler {
 	h.auth = a
 	return h
-}
-
-// WithBearer is WithAuthenticator for a BearerVerifier (cmd's adapter of
-// *registry.AccessAuth), and goes with it.
-func (h *Handler) WithBearer(v BearerVerifier) *Handler {
-	return h.WithAuthenticator(verifierAuth{v})
-}
-
-// verifierAuth adapts a BearerVerifier to Authenticator.
-type verifierAuth struct{ v BearerVerifier }
-
-func (a verifierAuth) Authenticate(r *http.Request) (registry.Identity, error) {
-	p, err := a.v.VerifyBearer(r)
-	return registry.Identity{Name: p.Name, Principal: p}, err
 }
 
 // WithRetention adds the runs of POST /api/v1/projects/{p}/retention/run

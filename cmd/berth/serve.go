@@ -224,7 +224,7 @@ func (m *Main) serve(ctx context.Context, cfg Config) (err error) {
 		WithCluster(clusterAPI{node: node, left: stopServe}).
 		WithReplication(engine).
 		WithRetention(retentionAPI{retainer}).
-		WithBearer(bearerAPI{auth})
+		WithAuthenticator(auth)
 	mux.Handle(api.Prefix, gate(&open, apiHandler))
 	mux.Handle(api.HarborPrefix, gate(&open, apiHandler))
 	mux.Handle(registry.TokenPath, gate(&open, auth.TokenHandler()))
@@ -412,15 +412,6 @@ func gate(open *atomic.Bool, next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
-}
-
-// bearerAPI lets the management API accept the registry's access tokens,
-// verified exactly as the registry verifies them.
-type bearerAPI struct{ auth *registry.AccessAuth }
-
-func (b bearerAPI) VerifyBearer(r *http.Request) (policy.Principal, error) {
-	id, err := b.auth.Authenticate(r)
-	return id.Principal, err
 }
 
 // retentionAPI runs the API's manual retention runs detached from the

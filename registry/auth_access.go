@@ -421,6 +421,7 @@ const (
 	denied verdict = iota
 	granted
 	noProject
+	hidden // denied, in a project the caller may not know of
 )
 
 // permission is the (resource, action) of the access model that a
@@ -493,8 +494,27 @@ func (a *AccessAuth) verdict(ctx context.Context, ps *projects, p policy.Princip
 		return denied, nil
 	case policy.Allowed(p, pa, res, pact):
 		return granted, nil
+	case !sees(p, pa):
+		return hidden, nil
 	}
 	return denied, nil
+}
+
+// sees reports whether p may know that project pa exists: it is public,
+// p is an administrator or a member, or p is a robot whose permissions
+// name it.
+func sees(p policy.Principal, pa policy.ProjectAccess) bool {
+	if policy.Allowed(p, pa, policy.ResProject, policy.ActRead) {
+		return true
+	}
+	if p.Kind == policy.PrincipalRobot && p.Robot != nil {
+		for _, perm := range p.Robot.Permissions {
+			if perm.Namespace == pa.Name || perm.Namespace == policy.AllProjects {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // decide answers need for p from the state (basic auth, anonymous
@@ -527,8 +547,16 @@ func (a *AccessAuth) decide(ctx context.Context, p policy.Principal, need Access
 		return nil
 	case anonymous:
 		return ErrUnauthorized
-	case v == noProject:
+	case v == noProject && (p.Admin || !strings.Contains(need.Repo, "/")):
 		return noProjectError(need.Repo)
+	case v == noProject || v == hidden:
+		// A project that does not exist and a private one the caller may
+		// not see answer alike: the caller must not learn which private
+		// projects exist. An administrator sees every project, so it is
+		// told exactly.
+		project, _ := policy.ProjectOf(need.Repo)
+		return &apiError{code: codeDenied, err: ErrDenied,
+			message: fmt.Sprintf("project %s does not exist, or you have no access to it", project)}
 	}
 	return ErrDenied
 }

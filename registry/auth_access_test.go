@@ -330,28 +330,37 @@ func waitAudit(t *testing.T, tr *testRegistry, f policy.AuditFilter) []policy.Au
 }
 
 // testAccessNoProject: a push outside any existing project is refused
-// with an error that says what to do, to callers who are logged in; an
-// anonymous caller gets the challenge and learns nothing.
+// with an error that says what to do. An administrator is told the
+// project does not exist; anyone else gets the answer of a private project
+// it may not see (it must not learn which private projects exist), and an
+// anonymous caller the challenge.
 func testAccessNoProject(t *testing.T, tr *testRegistry, f fixture) {
 	content := []byte("nowhere")
 	path := "/v2/nope/img/blobs/uploads/?digest=" + oci.DigestOf(content).String()
 
-	for _, opt := range []reqOpt{f.asAccount("dev"), f.asAccount(rootUser)} {
-		resp := tr.do(t, http.MethodPost, path, content, opt)
-		wantError(t, resp, http.StatusNotFound, codeNameUnknown)
-		if msg := resp.apiErr().Message; msg != "project nope does not exist; create it first" {
-			t.Fatalf("message = %q", msg)
+	resp := tr.do(t, http.MethodPost, path, content, f.asAccount(rootUser))
+	wantError(t, resp, http.StatusNotFound, codeNameUnknown)
+	if msg := resp.apiErr().Message; msg != "project nope does not exist; create it first" {
+		t.Fatalf("message = %q", msg)
+	}
+	// A missing project and a private one dev may not see answer alike.
+	for _, p := range []string{"nope", foreignProject} {
+		resp := tr.do(t, http.MethodPost, "/v2/"+p+"/img/blobs/uploads/?digest="+oci.DigestOf(content).String(), content, f.asAccount("dev"))
+		wantError(t, resp, http.StatusForbidden, codeDenied)
+		if msg := resp.apiErr().Message; msg != "project "+p+" does not exist, or you have no access to it" {
+			t.Fatalf("%s: message = %q", p, msg)
 		}
 	}
-	// With a token too: the token service grants nothing there, and the
-	// registry says why.
+	// With a token too: the token service grants nothing there.
 	tok := tr.mustToken(t, f.asAccount("dev"), "repository:nope/img:pull,push")
 	if len(claimsOf(t, tok.Token).Access) != 0 {
 		t.Fatalf("token grants %+v in a missing project", claimsOf(t, tok.Token).Access)
 	}
-	wantError(t, tr.do(t, http.MethodPost, path, content, bearer(tok.Token)), http.StatusNotFound, codeNameUnknown)
+	wantError(t, tr.do(t, http.MethodPost, path, content, bearer(tok.Token)), http.StatusUnauthorized, codeDenied)
+	rootTok := tr.mustToken(t, f.asAccount(rootUser), "repository:nope/img:pull,push")
+	wantError(t, tr.do(t, http.MethodPost, path, content, bearer(rootTok.Token)), http.StatusNotFound, codeNameUnknown)
 	// A repository with no project component.
-	resp := tr.do(t, http.MethodPost, "/v2/alpine/blobs/uploads/", nil, f.asAccount("dev"))
+	resp = tr.do(t, http.MethodPost, "/v2/alpine/blobs/uploads/", nil, f.asAccount("dev"))
 	wantError(t, resp, http.StatusNotFound, codeNameUnknown)
 	if msg := resp.apiErr().Message; !strings.Contains(msg, "<project>/alpine") {
 		t.Fatalf("message = %q", msg)

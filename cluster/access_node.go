@@ -285,10 +285,9 @@ func (n *Node) Users(ctx context.Context, last string, count int) ([]policy.User
 	return n.fsm.users(last, count)
 }
 
+// hashPassword hashes a password for the state; the proposer does it,
+// never apply.
 func hashPassword(name, password string) ([]byte, error) {
-	if len(password) > policy.MaxPasswordLength {
-		return nil, fmt.Errorf("%w: password longer than %d bytes", policy.ErrInvalid, policy.MaxPasswordLength)
-	}
 	h, err := bcrypt.GenerateFromPassword([]byte(password), bcryptCost)
 	if err != nil {
 		return nil, fmt.Errorf("hash password of %s: %w", name, err)
@@ -364,15 +363,26 @@ func (n *Node) DeleteUser(ctx context.Context, name string) error {
 // robotSecretBytes is the entropy of a generated robot secret.
 const robotSecretBytes = 32
 
-// NewRobotSecret returns a random robot secret.
-func NewRobotSecret() string {
-	b := make([]byte, robotSecretBytes)
-	_, _ = rand.Read(b) // never fails (Go ≥ 1.24)
-	return base64.RawURLEncoding.EncodeToString(b)
-}
+// Bounds of a robot secret a caller chooses. Only its SHA-256 is stored,
+// so unlike a password it is not held to bcrypt's 72 bytes.
+const (
+	minRobotSecret = 16
+	maxRobotSecret = 128
+)
 
-// minRobotSecret bounds a secret a caller chooses.
-const minRobotSecret = 16
+// robotSecret returns secret when a caller may choose it, or a random one
+// (robotSecretBytes) when it is empty.
+func robotSecret(secret string) (string, error) {
+	if secret == "" {
+		b := make([]byte, robotSecretBytes)
+		_, _ = rand.Read(b) // never fails (Go ≥ 1.24)
+		return base64.RawURLEncoding.EncodeToString(b), nil
+	}
+	if len(secret) < minRobotSecret || len(secret) > maxRobotSecret {
+		return "", fmt.Errorf("%w: a robot secret needs %d to %d characters", policy.ErrInvalid, minRobotSecret, maxRobotSecret)
+	}
+	return secret, nil
+}
 
 func robotHash(secret string) []byte {
 	h := sha256.Sum256([]byte(secret))
@@ -408,12 +418,11 @@ func (n *Node) CreateRobot(ctx context.Context, r policy.Robot, secret string) (
 	if err := r.Validate(); err != nil {
 		return policy.Robot{}, "", err
 	}
-	if secret == "" {
-		secret = NewRobotSecret()
-	} else if len(secret) < minRobotSecret || len(secret) > policy.MaxPasswordLength {
-		return policy.Robot{}, "", fmt.Errorf("%w: a robot secret needs %d to %d characters", policy.ErrInvalid, minRobotSecret, policy.MaxPasswordLength)
+	secret, err := robotSecret(secret)
+	if err != nil {
+		return policy.Robot{}, "", err
 	}
-	err := n.propose(ctx, command{Op: opPutRobot, Robot: &r, Hash: robotHash(secret), Create: true, Time: now(),
+	err = n.propose(ctx, command{Op: opPutRobot, Robot: &r, Hash: robotHash(secret), Create: true, Time: now(),
 		Audit: event(ctx, policy.AuditCreate, policy.AuditRobot, r.Name, r.Project, robotDetail(r))})
 	if err != nil {
 		return policy.Robot{}, "", err
@@ -458,10 +467,8 @@ func (n *Node) RefreshRobotSecret(ctx context.Context, name, secret string) (str
 	if err != nil {
 		return "", err
 	}
-	if secret == "" {
-		secret = NewRobotSecret()
-	} else if len(secret) < minRobotSecret || len(secret) > policy.MaxPasswordLength {
-		return "", fmt.Errorf("%w: a robot secret needs %d to %d characters", policy.ErrInvalid, minRobotSecret, policy.MaxPasswordLength)
+	if secret, err = robotSecret(secret); err != nil {
+		return "", err
 	}
 	err = n.propose(ctx, command{Op: opPutRobot, Robot: &cur, Hash: robotHash(secret), Time: now(),
 		Audit: event(ctx, policy.AuditUpdate, policy.AuditRobot, name, cur.Project, "secret")})
@@ -499,7 +506,7 @@ func (n *Node) Authenticate(ctx context.Context, name, secret string) (policy.Ac
 }
 
 func (n *Node) authenticate(name, secret string) (policy.Account, bool, error) {
-	if name == "" || len(name) > maxUserName || len(secret) > policy.MaxPasswordLength+512 {
+	if name == "" || len(name) > maxUserName || len(secret) > maxRobotSecret+512 {
 		return policy.Account{}, false, nil
 	}
 	if policy.IsRobotName(name) {

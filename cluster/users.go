@@ -40,9 +40,9 @@ func (n *Node) EnsureUser(ctx context.Context, name, password string, admin bool
 			return false, nil
 		}
 	}
-	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcryptCost)
+	hash, err := hashPassword(name, password)
 	if err != nil {
-		return false, fmt.Errorf("hash password of %s: %w", name, err)
+		return false, err
 	}
 	if err := n.propose(ctx, command{Op: opPutUser, Name: name, Hash: hash, Admin: admin}); err != nil {
 		return false, err

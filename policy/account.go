@@ -16,7 +16,9 @@ import (
 const (
 	MaxUserName       = 255
 	MinPasswordLength = 8
-	MaxPasswordLength = 128
+	// MaxPasswordLength is bcrypt's limit: it hashes no more than 72
+	// bytes, and refuses a longer password.
+	MaxPasswordLength = 72
 	maxEmail          = 255
 	maxRealName       = 255
 	maxDescription    = 1024
@@ -50,13 +52,13 @@ func ValidateUserName(name string) error {
 	return nil
 }
 
-// ValidatePassword checks a new password's strength: 8 to 128 characters
-// with at least one upper-case letter, one lower-case letter and one digit
-// (Harbor's rule), and not the user name.
+// ValidatePassword checks a new password's strength: 8 characters to 72
+// bytes (bcrypt's limit) with at least one upper-case letter, one
+// lower-case letter and one digit (Harbor's rule), and not the user name.
 func ValidatePassword(user, password string) error {
 	n := len([]rune(password))
 	if n < MinPasswordLength || len(password) > MaxPasswordLength {
-		return invalidf("password: use %d to %d characters", MinPasswordLength, MaxPasswordLength)
+		return invalidf("password: use %d characters to %d bytes", MinPasswordLength, MaxPasswordLength)
 	}
 	var upper, lower, digit bool
 	for _, r := range password {

@@ -3,7 +3,7 @@ package policy
 import (
 	"fmt"
 	"net/mail"
-	"regexp"
+	"slices"
 	"strings"
 	"unicode"
 )
@@ -40,13 +40,11 @@ type User struct {
 	Updated int64 `json:"update_time"`
 }
 
-var userNameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$`)
-
 // ValidateUserName checks a user name: 1 to 255 lowercase letters,
 // digits, '.', '_' and '-', starting and ending with a letter or digit. A
 // name starting with "robot$" is a robot's, never a user's.
 func ValidateUserName(name string) error {
-	if len(name) > MaxUserName || !userNameRE.MatchString(name) {
+	if len(name) > MaxUserName || !nameRE.MatchString(name) {
 		return invalidf("user name %q: use 1 to %d lowercase letters, digits, '.', '_' or '-'", name, MaxUserName)
 	}
 	return nil
@@ -140,8 +138,6 @@ type Robot struct {
 	Updated int64  `json:"update_time"`
 }
 
-var robotShortRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$`)
-
 // RobotName is the account name of robot short in project ("" for a
 // system robot): robot$<project>+<short>, or robot$<short>.
 func RobotName(project, short string) string {
@@ -157,10 +153,7 @@ func IsRobotName(name string) bool { return strings.HasPrefix(name, RobotPrefix)
 // ValidateRobotShortName checks the short name of a robot (the part after
 // the project): 1 to 64 lowercase letters, digits, '.', '_' or '-'.
 func ValidateRobotShortName(short string) error {
-	if len(short) > MaxName || !robotShortRE.MatchString(short) {
-		return invalidf("robot name %q: use 1 to %d lowercase letters, digits, '.', '_' or '-'", short, MaxName)
-	}
-	return nil
+	return ValidateName("robot", short)
 }
 
 // Validate checks r: its name matches its level and project, a project
@@ -227,21 +220,12 @@ func (r Robot) Validate() error {
 			return invalidf("permission in %s: give 1 to %d actions", p.Namespace, len(RobotAssignable))
 		}
 		for _, a := range p.Access {
-			if !contains(RobotAssignable, a) {
+			if !slices.Contains(RobotAssignable, a) {
 				return invalidf("a robot cannot be given %s", a)
 			}
 		}
 	}
 	return nil
-}
-
-func contains(list []Access, a Access) bool {
-	for _, x := range list {
-		if x == a {
-			return true
-		}
-	}
-	return false
 }
 
 // Allows reports whether r's permission list grants a on res in project.
@@ -250,7 +234,7 @@ func (r Robot) Allows(project string, res Resource, a Action) bool {
 		if p.Namespace != project && p.Namespace != AllProjects {
 			continue
 		}
-		if contains(p.Access, Access{res, a}) {
+		if slices.Contains(p.Access, Access{res, a}) {
 			return true
 		}
 	}
@@ -276,7 +260,7 @@ func (m Member) Validate() error {
 	if err := ValidateUserName(m.User); err != nil {
 		return err
 	}
-	if _, err := ParseRole(string(m.Role)); err != nil || m.Role.RoleID() == 0 {
+	if m.Role.RoleID() == 0 {
 		return invalidf("role %q: want projectAdmin, maintainer, developer, guest or limitedGuest", m.Role)
 	}
 	return nil

@@ -33,3 +33,17 @@ func TestValidatePassword(t *testing.T) {
 		})
 	}
 }
+
+func TestMemberValidateRole(t *testing.T) {
+	for _, r := range Roles {
+		if err := (Member{Project: "p", User: "u", Role: r}).Validate(); err != nil {
+			t.Errorf("role %s: %v", r, err)
+		}
+	}
+	// ParseRole's aliases are for input; a stored member holds the name.
+	for _, r := range []Role{"", "admin", "1", "ProjectAdmin", "owner"} {
+		if err := (Member{Project: "p", User: "u", Role: r}).Validate(); !errors.Is(err, ErrInvalid) {
+			t.Errorf("role %q: %v, want ErrInvalid", r, err)
+		}
+	}
+}

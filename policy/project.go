@@ -118,11 +118,17 @@ type ImmutableRule struct {
 // Validate checks r's globs.
 func (r ImmutableRule) Validate() error {
 	for _, g := range []string{r.Repos, r.Tags} {
-		if g == "" || len(g) > maxGlob || !doublestar.ValidatePattern(g) {
+		if !validGlob(g) {
 			return invalidf("immutability rule glob %q is not valid", g)
 		}
 	}
 	return nil
+}
+
+// validGlob reports whether g is a glob a rule may hold: not empty, at
+// most maxGlob bytes, valid doublestar syntax.
+func validGlob(g string) bool {
+	return g != "" && len(g) <= maxGlob && doublestar.ValidatePattern(g)
 }
 
 // Matches reports whether r makes tag of repository repo (the full name,

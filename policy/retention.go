@@ -6,7 +6,6 @@ import (
 	"slices"
 	"strconv"
 
-	"github.com/bmatcuk/doublestar/v4"
 	"github.com/robfig/cron/v3"
 
 	"github.com/berth-registry/berth/oci"
@@ -95,7 +94,7 @@ func (r RetentionRule) Validate() error {
 			RetainLatestPushed, RetainLatestPulled, RetainPushedWithin, RetainPulledWithin, RetainAlways)
 	}
 	for _, g := range []string{r.Repos, r.Tags} {
-		if g == "" || len(g) > maxGlob || !doublestar.ValidatePattern(g) {
+		if !validGlob(g) {
 			return invalidf("glob %q is not valid", g)
 		}
 	}

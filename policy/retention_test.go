@@ -285,7 +285,11 @@ func TestEvaluateImmutableAlwaysKept(t *testing.T) {
 	u := art("u1", 200, -1)
 	u.Immutable = true // cannot happen from the state (no tag), but the flag wins
 	p := RetentionPolicy{Rules: []RetentionRule{rule(RetainLatestPushed, 1)}}
-	for _, d := range p.Evaluate("app", []Artifact{a, b, u}, retNow) {
+	ds := p.Evaluate("app", []Artifact{a, b, u}, retNow)
+	if len(ds) != 3 {
+		t.Fatalf("%d decisions for 3 artifacts", len(ds))
+	}
+	for _, d := range ds {
 		switch d.Digest {
 		case a.Digest:
 			if !d.Retain || d.Reason != p.Rules[0].String() {
@@ -297,7 +301,7 @@ func TestEvaluateImmutableAlwaysKept(t *testing.T) {
 			}
 		}
 	}
-	// In a repository no rule applies to, nothing is decided at all.
+	// Without artifacts there is nothing to decide.
 	if ds := p.Evaluate("app", nil, retNow); len(ds) != 0 {
 		t.Errorf("no artifacts: %v", ds)
 	}

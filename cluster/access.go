@@ -39,6 +39,11 @@ func (u user) public(name string) policy.User {
 	}
 }
 
+// account is u as an authenticated account.
+func (u user) account(name string) policy.Account {
+	return policy.Account{Principal: policy.Principal{Kind: policy.PrincipalUser, Name: name, Admin: u.Admin}, ID: u.ID, Gen: u.Gen}
+}
+
 // robotRecord is a stored robot: its public fields and the SHA-256 of its
 // secret (a 256-bit random value, so a fast hash suffices). Gen counts
 // secret changes.
@@ -46,6 +51,12 @@ type robotRecord struct {
 	policy.Robot
 	Hash []byte `json:"hash"`
 	Gen  uint64 `json:"gen,omitempty"`
+}
+
+// account is r as an authenticated account.
+func (r robotRecord) account() policy.Account {
+	rb := r.Robot
+	return policy.Account{Principal: policy.Principal{Kind: policy.PrincipalRobot, Name: rb.Name, Robot: &rb}, ID: rb.ID, Gen: r.Gen}
 }
 
 // TokenKey is a signing key of the token service: an Ed25519 key pair

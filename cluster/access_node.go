@@ -521,24 +521,13 @@ func (n *Node) authenticate(name, secret string) (policy.Account, bool, error) {
 		if subtle.ConstantTimeCompare(robotHash(secret), r.Hash) != 1 || r.Disabled || r.Expired(now()) {
 			return policy.Account{}, false, nil
 		}
-		rb := r.Robot
-		return policy.Account{Principal: policy.Principal{Kind: policy.PrincipalRobot, Name: name, Robot: &rb}, ID: rb.ID, Gen: r.Gen}, true, nil
+		return r.account(), true, nil
 	}
 	u, found, err := n.fsm.user(name)
-	if err != nil {
+	if err != nil || !passwordOK(u, found, secret) {
 		return policy.Account{}, false, err
 	}
-	if !found {
-		dummyHashOnce.Do(func() {
-			dummyHash, _ = bcrypt.GenerateFromPassword([]byte("berth"), bcryptCost)
-		})
-		_ = bcrypt.CompareHashAndPassword(dummyHash, []byte(secret))
-		return policy.Account{}, false, nil
-	}
-	if bcrypt.CompareHashAndPassword(u.Hash, []byte(secret)) != nil {
-		return policy.Account{}, false, nil
-	}
-	return policy.Account{Principal: policy.Principal{Kind: policy.PrincipalUser, Name: name, Admin: u.Admin}, ID: u.ID, Gen: u.Gen}, true, nil
+	return u.account(name), true, nil
 }
 
 // LookupAccount returns the current state of account name without its
@@ -555,8 +544,7 @@ func (n *Node) LookupAccount(ctx context.Context, name string) (policy.Account, 
 			if r.Disabled || r.Expired(now()) {
 				return policy.Account{}, fmt.Errorf("robot %s is disabled or expired: %w", name, oci.ErrNotFound)
 			}
-			rb := r.Robot
-			return policy.Account{Principal: policy.Principal{Kind: policy.PrincipalRobot, Name: name, Robot: &rb}, ID: rb.ID, Gen: r.Gen}, nil
+			return r.account(), nil
 		}
 		u, found, err := n.fsm.user(name)
 		if err != nil {
@@ -565,7 +553,7 @@ func (n *Node) LookupAccount(ctx context.Context, name string) (policy.Account, 
 		if !found {
 			return policy.Account{}, fmt.Errorf("user %s: %w", name, oci.ErrNotFound)
 		}
-		return policy.Account{Principal: policy.Principal{Kind: policy.PrincipalUser, Name: name, Admin: u.Admin}, ID: u.ID, Gen: u.Gen}, nil
+		return u.account(name), nil
 	})
 }
 

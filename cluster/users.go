@@ -59,10 +59,22 @@ func (n *Node) UserExists(ctx context.Context, name string) (bool, error) {
 	return found, err
 }
 
-var (
-	dummyHashOnce sync.Once
-	dummyHash     []byte
-)
+// dummyHash is what a password for an unknown user is compared with.
+var dummyHash = sync.OnceValue(func() []byte {
+	h, _ := bcrypt.GenerateFromPassword([]byte("berth"), bcryptCost)
+	return h
+})
+
+// passwordOK compares password with u's hash. An unknown user (found
+// false) costs a comparison too, so timing does not tell which users
+// exist.
+func passwordOK(u user, found bool, password string) bool {
+	if !found {
+		_ = bcrypt.CompareHashAndPassword(dummyHash(), []byte(password))
+		return false
+	}
+	return bcrypt.CompareHashAndPassword(u.Hash, []byte(password)) == nil
+}
 
 // CheckPassword verifies password against user's stored hash. An unknown
 // user costs a hash comparison too, so timing does not tell which users
@@ -75,14 +87,7 @@ func (n *Node) CheckPassword(ctx context.Context, user, password string) (ok boo
 	if err != nil {
 		return false, false, err
 	}
-	if !found {
-		dummyHashOnce.Do(func() {
-			dummyHash, _ = bcrypt.GenerateFromPassword([]byte("berth"), bcryptCost)
-		})
-		_ = bcrypt.CompareHashAndPassword(dummyHash, []byte(password))
-		return false, false, nil
-	}
-	if bcrypt.CompareHashAndPassword(u.Hash, []byte(password)) != nil {
+	if !passwordOK(u, found, password) {
 		return false, false, nil
 	}
 	return true, u.Admin, nil

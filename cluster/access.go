@@ -848,24 +848,31 @@ func (w *writer) appendAudit(c command) error {
 	return nil
 }
 
-// pruneAudit deletes the oldest events: those before c.Time (0: none by
-// age) and those beyond the newest c.Keep (0: no bound), at most
-// pruneAuditChunk per command.
-func (w *writer) pruneAudit(c command) error {
-	b := w.tx.Bucket(bucketAudit)
-	total := b.Stats().KeyN
-	excess := 0
-	if c.Keep > 0 && total > c.Keep {
-		excess = total - c.Keep
+// auditExpired reports whether a prune that keeps the newest keep events
+// (0: no bound) and none older than before (0: no bound) drops e, when
+// the newest id is seq. The log holds every id from its oldest to seq
+// (ids are a sequence, and pruning takes the oldest first), so the newest
+// keep are those above seq-keep: no count of the log is needed.
+func auditExpired(e policy.AuditEvent, seq uint64, keep int, before int64) bool {
+	if keep > 0 && seq > uint64(keep) && e.ID <= seq-uint64(keep) {
+		return true
 	}
+	return before != 0 && e.Time < before
+}
+
+// pruneAudit deletes the oldest events while auditExpired, at most
+// pruneAuditChunk per command: those before c.Time and those beyond the
+// newest c.Keep.
+func (w *writer) pruneAudit(c command) error {
+	seq := decodeUint(w.get(bucketMeta, metaAuditSeq))
 	var drop []policy.AuditEvent
-	cur := b.Cursor()
+	cur := w.tx.Bucket(bucketAudit).Cursor()
 	for k, v := cur.First(); k != nil && len(drop) < pruneAuditChunk; k, v = cur.Next() {
 		var e policy.AuditEvent
 		if err := json.Unmarshal(v, &e); err != nil {
 			return &storageError{err: fmt.Errorf("decode audit event %x: %w", k, err)}
 		}
-		if len(drop) >= excess && (c.Time == 0 || e.Time >= c.Time) {
+		if !auditExpired(e, seq, c.Keep, c.Time) {
 			break
 		}
 		drop = append(drop, e)

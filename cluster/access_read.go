@@ -286,6 +286,25 @@ func (f *fsm) audit(flt policy.AuditFilter) ([]policy.AuditEvent, error) {
 	return out, err
 }
 
+// auditPrunable reports whether prune_audit with keep and before would
+// drop the oldest event, from that event alone.
+func (f *fsm) auditPrunable(keep int, before int64) (bool, error) {
+	var ok bool
+	err := f.view(func(tx *bbolt.Tx) error {
+		k, v := tx.Bucket(bucketAudit).Cursor().First()
+		if k == nil {
+			return nil
+		}
+		var e policy.AuditEvent
+		if err := json.Unmarshal(v, &e); err != nil {
+			return fmt.Errorf("decode audit event %x: %w", k, err)
+		}
+		ok = auditExpired(e, decodeUint(tx.Bucket(bucketMeta).Get(metaAuditSeq)), keep, before)
+		return nil
+	})
+	return ok, err
+}
+
 // artifacts lists the manifests of repo with their tags, push and pull
 // times, and whether an immutability rule of its project protects one of
 // their tags.

@@ -1,10 +1,13 @@
 package cluster
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
+	"time"
 
 	"go.etcd.io/bbolt"
 
@@ -109,6 +112,55 @@ func checkUsage(t testing.TB, f *fsm) {
 	})
 	if err != nil {
 		t.Fatalf("usage invariant: %v", err)
+	}
+}
+
+// checkAudit checks what prune_audit relies on: the log holds every id
+// from its oldest to the sequence's last, and the project index lists
+// exactly the events that name a project.
+func checkAudit(t testing.TB, f *fsm) {
+	t.Helper()
+	err := f.view(func(tx *bbolt.Tx) error {
+		seq := decodeUint(tx.Bucket(bucketMeta).Get(metaAuditSeq))
+		var ids []uint64
+		byProject := map[string]bool{}
+		err := tx.Bucket(bucketAudit).ForEach(func(k, v []byte) error {
+			var e policy.AuditEvent
+			if err := json.Unmarshal(v, &e); err != nil {
+				return err
+			}
+			if !bytes.Equal(k, idKey(e.ID)) {
+				return fmt.Errorf("audit key %x holds event %d", k, e.ID)
+			}
+			ids = append(ids, e.ID)
+			if e.Project != "" {
+				byProject[string(append(prefix(e.Project), k...))] = true
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for i, id := range ids {
+			if id != seq-uint64(len(ids)-1-i) {
+				return fmt.Errorf("audit ids %v are not the run up to %d", ids, seq)
+			}
+		}
+		n := 0
+		err = tx.Bucket(bucketAuditProject).ForEach(func(k, _ []byte) error {
+			n++
+			if !byProject[string(k)] {
+				return fmt.Errorf("audit_project %q names no event of its project", k)
+			}
+			return nil
+		})
+		if err == nil && n != len(byProject) {
+			err = fmt.Errorf("audit_project holds %d entries, want %d", n, len(byProject))
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatalf("audit invariant: %v", err)
 	}
 }
 
@@ -469,6 +521,45 @@ func TestAuditLog(t *testing.T) {
 	if proj, _ := h.f.audit(policy.AuditFilter{Project: "p", Limit: 100}); len(proj) != 1 || proj[0].ID != 9 {
 		t.Fatalf("project index after pruning: %+v", proj)
 	}
+}
+
+// TestNodePrunesAudit: the leader's pruning keeps the newest
+// AuditMaxEvents and none older than AuditRetention, and proposes nothing
+// when the log is within its bounds.
+func TestNodePrunesAudit(t *testing.T) {
+	n := internalNode(t, t.TempDir(), freeLocalAddr(t), func(c *Config) { c.AuditMaxEvents = 10 })
+	ctx := t.Context()
+	recent := time.Now().UnixNano()
+	old := time.Now().Add(-2 * n.cfg.AuditRetention).UnixNano()
+	var events []policy.AuditEvent
+	for i := range 12 {
+		at := recent
+		if i < 3 {
+			at = old // ids 1 and 2 go by count, 3 by age
+		}
+		events = append(events, policy.AuditEvent{Time: at, Actor: "u", Op: policy.AuditLoginFailed, Project: "p"})
+	}
+	if err := n.propose(ctx, command{Op: opAppendAudit, Events: events, Time: recent}); err != nil {
+		t.Fatal(err)
+	}
+	n.pruneAudit(ctx)
+	got, err := n.Audit(ctx, policy.AuditFilter{Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []uint64
+	for _, e := range got {
+		ids = append(ids, e.ID)
+	}
+	if want := []uint64{12, 11, 10, 9, 8, 7, 6, 5, 4}; !slices.Equal(ids, want) {
+		t.Fatalf("ids after pruning %v, want %v", ids, want)
+	}
+	applied := n.AppliedIndex()
+	n.pruneAudit(ctx)
+	if n.AppliedIndex() != applied {
+		t.Fatal("pruning a log within its bounds wrote to the log")
+	}
+	checkInvariants(t, n.fsm)
 }
 
 func TestPullCountsAndArtifacts(t *testing.T) {

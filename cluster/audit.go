@@ -7,7 +7,6 @@ import (
 
 	"github.com/berth-registry/berth/oci"
 	"github.com/berth-registry/berth/policy"
-	"go.etcd.io/bbolt"
 )
 
 // The audit batcher: pulls and failed logins happen far too often for a
@@ -180,29 +179,20 @@ func (n *Node) flushAudit(ctx context.Context) {
 	}
 }
 
+// pruneAudit proposes prune_audit while it has something to drop: each
+// command deletes at most pruneAuditChunk events, so a few rounds catch up
+// with a large backlog, and a log within its bounds costs no Raft write.
 func (n *Node) pruneAudit(ctx context.Context) {
-	var before int64
-	if n.cfg.AuditRetention > 0 {
-		before = time.Now().Add(-n.cfg.AuditRetention).UnixNano()
-	}
-	// Each command deletes at most pruneAuditChunk events; a few rounds
-	// catch up with a large backlog.
+	before := time.Now().Add(-n.cfg.AuditRetention).UnixNano()
 	for range 20 {
-		total := 0
-		_ = n.fsm.view(func(tx *bbolt.Tx) error {
-			total = tx.Bucket(bucketAudit).Stats().KeyN
-			return nil
-		})
-		if err := n.propose(ctx, command{Op: opPruneAudit, Time: before, Keep: n.cfg.AuditMaxEvents}); err != nil {
-			n.logger.Warn("prune the audit log", "error", err)
-			return
+		ok, err := n.fsm.auditPrunable(n.cfg.AuditMaxEvents, before)
+		if err == nil && ok {
+			err = n.propose(ctx, command{Op: opPruneAudit, Time: before, Keep: n.cfg.AuditMaxEvents})
 		}
-		after := 0
-		_ = n.fsm.view(func(tx *bbolt.Tx) error {
-			after = tx.Bucket(bucketAudit).Stats().KeyN
-			return nil
-		})
-		if total-after < pruneAuditChunk {
+		if err != nil {
+			n.logger.Warn("prune the audit log", "error", err)
+		}
+		if err != nil || !ok {
 			return
 		}
 	}

@@ -264,11 +264,13 @@ func TestSameLogSameState(t *testing.T) {
 
 // randomAccess is a command of the access model: projects (with quotas
 // small enough to refuse pushes, and immutability rules), members, audit
-// events and pull counts, retention runs.
+// events and pull counts, audit pruning, retention runs.
 func randomAccess(rng *rand.Rand, i int) command {
 	projects := []string{"a", "lib"}
 	p := projects[rng.IntN(len(projects))]
-	switch rng.IntN(6) {
+	switch rng.IntN(7) {
+	case 5:
+		return command{Op: opPruneAudit, Keep: rng.IntN(4), Time: int64(rng.IntN(i + 1))}
 	case 0:
 		return command{Op: opPutProject, Create: true, Time: int64(i), Project: &policy.Project{Name: p,
 			Quota: policy.Quota{Storage: rng.Int64N(3000) - 1, Count: rng.Int64N(6) - 1}}}

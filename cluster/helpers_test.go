@@ -216,4 +216,5 @@ func checkInvariants(t testing.TB, f *fsm) {
 		t.Fatalf("invariant: %v", err)
 	}
 	checkUsage(t, f)
+	checkAudit(t, f)
 }

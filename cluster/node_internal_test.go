@@ -23,12 +23,17 @@ func freeLocalAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-func internalNode(t *testing.T, dir, addr string) *Node {
+// internalNode starts a one-node cluster in dir on addr; opts change its
+// configuration.
+func internalNode(t *testing.T, dir, addr string, opts ...func(*Config)) *Node {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.NodeID, cfg.DataDir, cfg.RaftAddr = "n1", dir, addr
 	cfg.HeartbeatTimeout, cfg.ElectionTimeout = 50*time.Millisecond, 50*time.Millisecond
 	cfg.LeaderLeaseTimeout = 50 * time.Millisecond
+	for _, o := range opts {
+		o(&cfg)
+	}
 	n, err := New(cfg, quietLogger(), nil)
 	if err != nil {
 		t.Fatal(err)

@@ -366,17 +366,27 @@ func (f *fsm) projectRepos(project, last string, n int) ([]string, error) {
 	return names, err
 }
 
-// retentionRuns returns the newest n runs of project, newest first.
+// retentionRuns returns the newest n runs of project, newest first,
+// decoding only those (a run holds up to policy.MaxRunDecisions).
 func (f *fsm) retentionRuns(project string, n int) ([]policy.RetentionRun, error) {
-	runs, err := pageJSON[policy.RetentionRun](f, bucketRetention, prefix(project), "", maxRunsKept, nil)
-	if err != nil || hasSep(project) {
-		return []policy.RetentionRun{}, err
+	out := []policy.RetentionRun{}
+	if n <= 0 || hasSep(project) {
+		return out, nil
 	}
-	slices.Reverse(runs)
-	if len(runs) > n {
-		runs = runs[:n]
-	}
-	return runs, nil
+	p := prefix(project)
+	err := f.view(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketRetention)
+		c := b.Cursor()
+		for k := lastWithPrefix(c, p); k != nil && bytes.HasPrefix(k, p) && len(out) < n; k, _ = c.Prev() {
+			var r policy.RetentionRun
+			if err := json.Unmarshal(b.Get(k), &r); err != nil {
+				return fmt.Errorf("decode retention run %q: %w", k, err)
+			}
+			out = append(out, r)
+		}
+		return nil
+	})
+	return out, err
 }
 
 func (f *fsm) retentionRun(project string, id uint64) (policy.RetentionRun, error) {

@@ -593,9 +593,20 @@ func TestRetentionRunsKeptBounded(t *testing.T) {
 	for i := 1; i <= maxRunsKept+5; i++ {
 		h.mustApply(command{Op: opPutRetentionRun, Run: &policy.RetentionRun{ID: uint64(i), Project: "p", Status: policy.RunSucceeded}})
 	}
+	// A project whose runs sort after p's stays out of p's list.
+	h.mustApply(projectCmd("q", false, policy.NoQuota))
+	h.mustApply(command{Op: opPutRetentionRun, Run: &policy.RetentionRun{ID: 1, Project: "q", Status: policy.RunSucceeded}})
 	runs, err := h.f.retentionRuns("p", 1000)
-	if err != nil || len(runs) != maxRunsKept || runs[0].ID != maxRunsKept+5 {
+	if err != nil || len(runs) != maxRunsKept || runs[0].ID != maxRunsKept+5 || runs[maxRunsKept-1].ID != 6 {
 		t.Fatalf("runs = %d, newest %v, %v", len(runs), runs[0].ID, err)
+	}
+	if runs, err := h.f.retentionRuns("p", 2); err != nil || len(runs) != 2 || runs[0].ID != maxRunsKept+5 || runs[1].ID != maxRunsKept+4 {
+		t.Fatalf("newest 2 runs = %+v, %v", runs, err)
+	}
+	for _, n := range []int{0, -1} {
+		if runs, err := h.f.retentionRuns("p", n); err != nil || len(runs) != 0 {
+			t.Fatalf("%d runs = %+v, %v", n, runs, err)
+		}
 	}
 	if _, err := h.f.retentionRun("p", 1); !errors.Is(err, oci.ErrNotFound) {
 		t.Fatalf("oldest run kept: %v", err)

@@ -111,21 +111,19 @@ func (n *Node) CheckQuota(ctx context.Context, repo string) error {
 	if !ok {
 		return nil
 	}
-	p, err := n.fsm.project(name)
-	if err != nil {
-		return nil // no project: the push is refused for that, with its own error
+	p, u, found, err := n.fsm.projectUsage(name)
+	if err != nil || !found {
+		return err // no project: the push is refused for that, with its own error
 	}
-	u, err := n.fsm.usage(name)
-	if err != nil {
-		return err
-	}
-	switch {
-	case p.Quota.Storage != policy.Unlimited && u.Storage >= p.Quota.Storage:
+	// At a limit, one more byte or artifact would go over it.
+	switch what, over := p.Quota.Exceeds(u, policy.Usage{Storage: 1, Count: 1}); {
+	case !over:
+		return nil
+	case what == "storage":
 		return fmt.Errorf("project %s uses %d of its %d bytes: %w", name, u.Storage, p.Quota.Storage, policy.ErrQuotaExceeded)
-	case p.Quota.Count != policy.Unlimited && u.Count >= p.Quota.Count:
+	default:
 		return fmt.Errorf("project %s holds %d of its %d artifacts: %w", name, u.Count, p.Quota.Count, policy.ErrQuotaExceeded)
 	}
-	return nil
 }
 
 // ProjectRepositories pages through the repositories of project.

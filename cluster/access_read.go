@@ -69,6 +69,24 @@ func (f *fsm) projects(last string, n int) ([]policy.Project, error) {
 	return pageJSON[policy.Project](f, bucketProjects, nil, last, n, nil)
 }
 
+// projectUsage reads project and its usage in one transaction; found is
+// false when there is no such project.
+func (f *fsm) projectUsage(name string) (p policy.Project, u policy.Usage, found bool, err error) {
+	if hasSep(name) {
+		return p, u, false, nil
+	}
+	err = f.view(func(tx *bbolt.Tx) error {
+		ok, err := decodeAt(tx, bucketProjects, []byte(name), &p)
+		if err != nil || !ok {
+			return err
+		}
+		found = true
+		_, err = decodeAt(tx, bucketProjectUsage, []byte(name), &u)
+		return err
+	})
+	return p, u, found, err
+}
+
 func (f *fsm) usage(project string) (policy.Usage, error) {
 	var u policy.Usage
 	err := f.view(func(tx *bbolt.Tx) error {

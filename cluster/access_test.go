@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -560,6 +561,44 @@ func TestNodePrunesAudit(t *testing.T) {
 		t.Fatal("pruning a log within its bounds wrote to the log")
 	}
 	checkInvariants(t, n.fsm)
+}
+
+// TestNodeCheckQuota: an upload is refused early only once its project is
+// at a limit; a repository outside any project is left to the push.
+func TestNodeCheckQuota(t *testing.T) {
+	n := internalNode(t, t.TempDir(), freeLocalAddr(t))
+	ctx := t.Context()
+	rec, payload := manifest("c/app", "x", nil, nil, "")
+	for _, p := range []policy.Project{
+		{Name: "c", Quota: policy.Quota{Storage: policy.Unlimited, Count: 1}},
+		{Name: "s", Quota: policy.Quota{Storage: rec.Size, Count: policy.Unlimited}},
+	} {
+		if _, err := n.CreateProject(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.CheckQuota(ctx, p.Name+"/app"); err != nil {
+			t.Fatalf("empty project %s: %v", p.Name, err)
+		}
+		r := rec
+		r.Repo = p.Name + "/app"
+		if err := n.propose(ctx, putCmd(r, payload, "v1")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for repo, want := range map[string]string{
+		"c/app":   "holds 1 of its 1 artifacts",
+		"c/other": "holds 1 of its 1 artifacts",
+		"s/app":   fmt.Sprintf("uses %d of its %d bytes", rec.Size, rec.Size),
+	} {
+		if err := n.CheckQuota(ctx, repo); !errors.Is(err, policy.ErrQuotaExceeded) || !strings.Contains(err.Error(), want) {
+			t.Errorf("CheckQuota(%s) = %v, want %q", repo, err, want)
+		}
+	}
+	for _, repo := range []string{"missing/app", "app"} {
+		if err := n.CheckQuota(ctx, repo); err != nil {
+			t.Errorf("CheckQuota(%s) = %v, want nil", repo, err)
+		}
+	}
 }
 
 func TestPullCountsAndArtifacts(t *testing.T) {

@@ -217,36 +217,35 @@ func (f *fsm) tokenKey(kid string) (TokenKey, error) {
 
 // currentTokenKey returns the signing key in use.
 func (f *fsm) currentTokenKey() (TokenKey, error) {
-	var kid string
+	var k TokenKey
 	err := f.view(func(tx *bbolt.Tx) error {
-		kid = string(tx.Bucket(bucketMeta).Get(metaTokenKey))
-		return nil
+		kid := tx.Bucket(bucketMeta).Get(metaTokenKey)
+		if kid != nil {
+			if found, err := decodeAt(tx, bucketTokenKeys, kid, &k); found || err != nil {
+				return err
+			}
+		}
+		return fmt.Errorf("token signing key %s: %w", kid, oci.ErrNotFound)
 	})
-	if err != nil {
-		return TokenKey{}, err
-	}
-	if kid == "" {
-		return TokenKey{}, fmt.Errorf("token signing key: %w", oci.ErrNotFound)
-	}
-	return f.tokenKey(kid)
+	return k, err
 }
 
 // tokenKeys lists the signing keys the state keeps, newest first.
 func (f *fsm) tokenKeys() ([]policy.SigningKey, error) {
-	keys, err := all[TokenKey](f, bucketTokenKeys)
+	out := []policy.SigningKey{}
+	err := f.view(func(tx *bbolt.Tx) error {
+		current := string(tx.Bucket(bucketMeta).Get(metaTokenKey))
+		return tx.Bucket(bucketTokenKeys).ForEach(func(kid, v []byte) error {
+			var k TokenKey
+			if err := json.Unmarshal(v, &k); err != nil {
+				return fmt.Errorf("decode token key %q: %w", kid, err)
+			}
+			out = append(out, policy.SigningKey{Kid: k.Kid, Created: k.Created, Current: k.Kid == current})
+			return nil
+		})
+	})
 	if err != nil {
 		return nil, err
-	}
-	var current string
-	if err := f.view(func(tx *bbolt.Tx) error {
-		current = string(tx.Bucket(bucketMeta).Get(metaTokenKey))
-		return nil
-	}); err != nil {
-		return nil, err
-	}
-	out := make([]policy.SigningKey, 0, len(keys))
-	for _, k := range keys {
-		out = append(out, policy.SigningKey{Kid: k.Kid, Created: k.Created, Current: k.Kid == current})
 	}
 	slices.SortFunc(out, func(a, b policy.SigningKey) int { return cmp.Compare(b.Created, a.Created) })
 	return out, nil

@@ -455,6 +455,9 @@ func TestTokenKeys(t *testing.T) {
 	mk := func(kid string, created int64) *TokenKey {
 		return &TokenKey{Kid: kid, Public: []byte("pub-" + kid), Sealed: []byte("sealed"), Created: created}
 	}
+	if _, err := h.f.currentTokenKey(); !errors.Is(err, oci.ErrNotFound) {
+		t.Fatalf("current key of a new state: %v", err)
+	}
 	h.mustApply(command{Op: opPutTokenKey, Create: true, TokenKey: mk("k1", 1)})
 	// A second "ensure" finds a key and does nothing.
 	h.mustApply(command{Op: opPutTokenKey, Create: true, TokenKey: mk("k2", 2)})

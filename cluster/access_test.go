@@ -698,3 +698,36 @@ func TestProjectUpdateIfUnchanged(t *testing.T) {
 		t.Fatalf("rules = %+v", p.Immutable)
 	}
 }
+
+// TestAuditBatch: counted events and pulls merge by what they are about,
+// a batch that could not be written merges back, and what does not fit is
+// counted as dropped.
+func TestAuditBatch(t *testing.T) {
+	b := newAuditBatch()
+	fail := policy.AuditEvent{Actor: "u", Addr: "192.0.2.1", Op: policy.AuditLoginFailed, Target: "u", Time: 1}
+	b.add(fail)
+	fail.Time = 3
+	b.add(fail)
+	b.pull(PullCount{Repo: "p/a", Digest: blobDigest(1), Count: 1, Last: 5})
+	b.pull(PullCount{Repo: "p/a", Digest: blobDigest(1), Count: 1, Last: 4})
+	events, pulls, dropped := b.take()
+	if len(events) != 1 || events[0].Count != 2 || events[0].Time != 3 || dropped != 0 {
+		t.Fatalf("events %+v, dropped %d", events, dropped)
+	}
+	if len(pulls) != 1 || pulls[0].Count != 2 || pulls[0].Last != 5 {
+		t.Fatalf("pulls %+v", pulls)
+	}
+	b.pull(PullCount{Repo: "p/a", Digest: blobDigest(1), Count: 1, Last: 9})
+	b.putBack(events, pulls)
+	events, pulls, _ = b.take()
+	if len(events) != 1 || events[0].Count != 2 || len(pulls) != 1 || pulls[0].Count != 3 || pulls[0].Last != 9 {
+		t.Fatalf("after put back: events %+v, pulls %+v", events, pulls)
+	}
+	for i := range maxPendingAudit + 2 {
+		b.pull(PullCount{Repo: "p/a", Digest: blobDigest(i), Count: 1})
+	}
+	b.putBack(nil, []PullCount{{Repo: "p/b", Digest: blobDigest(1), Count: 1}})
+	if _, pulls, dropped := b.take(); len(pulls) != maxAuditBatch || dropped != 3 {
+		t.Fatalf("a full batch: %d pulls, %d dropped; want %d and 3", len(pulls), dropped, maxAuditBatch)
+	}
+}

@@ -55,20 +55,21 @@ func (b *auditBatch) add(e policy.AuditEvent) {
 	b.order = append(b.order, k)
 }
 
-func (b *auditBatch) pull(repo string, d oci.Digest, at int64) {
+// pull counts p (one manifest's pulls) with those of the same manifest.
+func (b *auditBatch) pull(p PullCount) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	k := [2]string{repo, string(d)}
-	if p, ok := b.pulls[k]; ok {
-		p.Count++
-		p.Last = max(p.Last, at)
+	k := [2]string{p.Repo, string(p.Digest)}
+	if cur, ok := b.pulls[k]; ok {
+		cur.Count += p.Count
+		cur.Last = max(cur.Last, p.Last)
 		return
 	}
 	if len(b.pulls) >= maxPendingAudit {
 		b.dropped++
 		return
 	}
-	b.pulls[k] = &PullCount{Repo: repo, Digest: d, Count: 1, Last: at}
+	b.pulls[k] = &p
 }
 
 // take empties the batch into at most maxAuditBatch events and pulls; what
@@ -101,17 +102,8 @@ func (b *auditBatch) putBack(events []policy.AuditEvent, pulls []PullCount) {
 	for _, e := range events {
 		b.add(e)
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	for _, p := range pulls {
-		k := [2]string{p.Repo, string(p.Digest)}
-		if cur, ok := b.pulls[k]; ok {
-			cur.Count += p.Count
-			cur.Last = max(cur.Last, p.Last)
-		} else if len(b.pulls) < maxPendingAudit {
-			cp := p
-			b.pulls[k] = &cp
-		}
+		b.pull(p)
 	}
 }
 
@@ -133,7 +125,7 @@ func (n *Node) RecordPull(repo string, d oci.Digest, actor policy.Actor) {
 		Time: t, Actor: actor.Name, Addr: actor.Addr, Op: policy.AuditPull, Resource: policy.AuditArtifact,
 		Target: repo + "@" + string(d), Project: project,
 	}.Clip())
-	n.audits.pull(repo, d, t)
+	n.audits.pull(PullCount{Repo: repo, Digest: d, Count: 1, Last: t})
 }
 
 // runAudit flushes the batch every AuditFlushInterval and, on the leader,

@@ -171,21 +171,27 @@ func (w *writer) account(r oci.Record, delta int) error {
 	}
 	sign := int64(delta)
 	u.Count += sign
-	u.Storage += sign * r.Size
-	for _, b := range uniq(r.Blobs) {
-		k := key(project, string(b))
-		before := decodeUint(w.get(bucketProjectBlobs, k))
-		w.add(bucketProjectBlobs, k, delta)
-		switch {
-		case delta > 0 && before == 0:
-			u.Storage += w.blobSize(b)
-		case delta < 0 && before == 1:
-			u.Storage -= w.blobSize(b)
-		}
-	}
+	u.Storage += sign*r.Size + w.countBlobs(project, r.Blobs, delta)
 	u.Count, u.Storage = max(u.Count, 0), max(u.Storage, 0)
 	w.putJSON(bucketProjectUsage, []byte(project), u)
 	return nil
+}
+
+// countBlobs changes by delta (+1 index, -1 unindex) the count of
+// project's manifests that reference each of blobs, and returns the
+// storage that changes with it: the size of each blob the project starts
+// or stops referencing.
+func (w *writer) countBlobs(project string, blobs []oci.Digest, delta int) int64 {
+	var storage int64
+	for _, b := range uniq(blobs) {
+		k := key(project, string(b))
+		before := decodeUint(w.get(bucketProjectBlobs, k))
+		w.add(bucketProjectBlobs, k, delta)
+		if (delta > 0 && before == 0) || (delta < 0 && before == 1) {
+			storage += int64(delta) * w.blobSize(b)
+		}
+	}
+	return storage
 }
 
 // checkPush refuses storing r (with tag, "" for none) when it would move
@@ -406,14 +412,7 @@ func (w *writer) recount(project string) error {
 			return &storageError{err: fmt.Errorf("decode manifest %q: %w", k, err)}
 		}
 		u.Count++
-		u.Storage += r.Size
-		for _, b := range uniq(r.Blobs) {
-			bk := key(project, string(b))
-			if w.get(bucketProjectBlobs, bk) == nil {
-				u.Storage += w.blobSize(b)
-			}
-			w.add(bucketProjectBlobs, bk, +1)
-		}
+		u.Storage += r.Size + w.countBlobs(project, r.Blobs, +1)
 	}
 	w.putJSON(bucketProjectUsage, []byte(project), u)
 	return nil

@@ -3,7 +3,6 @@ package cluster
 import (
 	"bytes"
 	"cmp"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -829,17 +828,10 @@ func (w *writer) appendAudit(c command) error {
 		if w.get(bucketManifests, k) == nil {
 			continue // deleted since
 		}
-		v := w.get(bucketPulls, k)
-		var n, last uint64
-		if len(v) == 16 {
-			n, last = binary.BigEndian.Uint64(v[:8]), binary.BigEndian.Uint64(v[8:])
-		}
+		n, last := decodePair(w.get(bucketPulls, k))
 		n += uint64(max(p.Count, 0))
 		last = max(last, uint64(max(p.Last, 0)))
-		nv := make([]byte, 16)
-		binary.BigEndian.PutUint64(nv[:8], n)
-		binary.BigEndian.PutUint64(nv[8:], last)
-		w.put(bucketPulls, k, nv)
+		w.put(bucketPulls, k, encodePair(n, last))
 	}
 	for _, e := range c.Events {
 		w.appendEvent(e)

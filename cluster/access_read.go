@@ -3,7 +3,6 @@ package cluster
 import (
 	"bytes"
 	"cmp"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -359,10 +358,8 @@ func (f *fsm) artifacts(repo string) ([]policy.Artifact, error) {
 					a.Immutable = true
 				}
 			}
-			if pv := tx.Bucket(bucketPulls).Get(k); len(pv) == 16 {
-				a.PullCount = int64(binary.BigEndian.Uint64(pv[:8]))
-				a.Pulled = int64(binary.BigEndian.Uint64(pv[8:]))
-			}
+			n, last := decodePair(tx.Bucket(bucketPulls).Get(k))
+			a.PullCount, a.Pulled = int64(n), int64(last)
 			out = append(out, a)
 		}
 		return nil

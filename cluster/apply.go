@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"bytes"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -496,9 +495,7 @@ func (w *writer) linkBlob(repo string, d oci.Digest, size, at int64) error {
 	if _, _, err := w.repoProject(repo); err != nil {
 		return err
 	}
-	v := make([]byte, 16)
-	binary.BigEndian.PutUint64(v[:8], uint64(size))
-	binary.BigEndian.PutUint64(v[8:], uint64(at))
+	v := encodePair(uint64(size), uint64(at))
 	// A digest names its content, so its size never changes: the first
 	// size recorded stays, and project usage added with it is taken away
 	// with the same number.
@@ -577,8 +574,6 @@ func (w *writer) forgetSize(d oci.Digest) {
 
 // linkTime reads the time of a link value (size, time).
 func linkTime(v []byte) int64 {
-	if len(v) != 16 {
-		return 0
-	}
-	return int64(binary.BigEndian.Uint64(v[8:]))
+	_, at := decodePair(v)
+	return int64(at)
 }

@@ -108,6 +108,17 @@ func decodeUint(b []byte) uint64 {
 	return binary.BigEndian.Uint64(b)
 }
 
+// encodePair is a value of two uint64s, as decodePair reads it.
+func encodePair(a, b uint64) []byte { return idKey(a, b) }
+
+// decodePair reads what encodePair wrote; anything else counts as 0, 0.
+func decodePair(v []byte) (a, b uint64) {
+	if len(v) != 16 {
+		return 0, 0
+	}
+	return decodeUint(v[:8]), decodeUint(v[8:])
+}
+
 // idKey joins ids, each as 8 big-endian bytes.
 func idKey(ids ...uint64) []byte {
 	b := make([]byte, 0, 8*len(ids))

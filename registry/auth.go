@@ -52,8 +52,9 @@ func (id Identity) actor() string {
 // token auth; NewAdminAuth the single-admin one of the first release.
 type Authorizer interface {
 	Authorize(r *http.Request, need Access) (Identity, error)
-	// Challenge is the WWW-Authenticate value sent with a 401 for need.
-	Challenge(r *http.Request, need Access) string
+	// Challenge is the WWW-Authenticate value sent with a 401 for need;
+	// err is what Authorize returned.
+	Challenge(r *http.Request, need Access, err error) string
 }
 
 // CatalogFilter is implemented by an Authorizer whose callers may see only

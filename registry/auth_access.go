@@ -132,8 +132,6 @@ const (
 	// deleted or disabled account's tokens stop within it.
 	accountCacheTTL  = 5 * time.Second
 	accountCacheSize = 4096
-	// maxBearerLength bounds an Authorization header we look at.
-	maxBearerLength = maxTokenLength + len("Bearer ")
 )
 
 // AccessAuth is the Authorizer of projects, roles and robots, with Docker
@@ -230,7 +228,7 @@ func (a *AccessAuth) Authorize(r *http.Request, need Access) (Identity, error) {
 	// The token does not grant it. Anonymous callers may log in; others
 	// get a new token when their permissions allow it now.
 	if anonymous {
-		return id, ErrUnauthorized
+		return id, errTokenScope
 	}
 	if err := a.decide(ctx, id.Principal, need); err != nil {
 		if errors.Is(err, ErrDenied) {
@@ -245,18 +243,23 @@ func (a *AccessAuth) Authorize(r *http.Request, need Access) (Identity, error) {
 	return id, errInsufficientScope
 }
 
-// errScopeDenied: a valid token that does not grant what a request needs,
-// and its subject may not have it: 401 with the insufficient-scope
-// challenge and DENIED in the body, so clients say "denied".
+// errTokenScope: a valid token that does not grant what a request needs.
+// Challenge answers it, and the errors that wrap it, with
+// error="insufficient_scope".
+var errTokenScope = fmt.Errorf("%w: the token does not grant this access", ErrUnauthorized)
+
+// errScopeDenied: errTokenScope when the token's subject may not have the
+// access: 401 with the insufficient-scope challenge and DENIED in the
+// body, so clients say "denied".
 var errScopeDenied = &apiError{
 	code: codeDenied, status: http.StatusUnauthorized,
 	message: "requested access to the resource is denied",
-	err:     fmt.Errorf("%w: the token's subject may not have this access", ErrUnauthorized),
+	err:     fmt.Errorf("%w, and its subject may not have it", errTokenScope),
 }
 
-// errInsufficientScope: a valid token that does not grant what a request
-// needs, when its subject may have it.
-var errInsufficientScope = fmt.Errorf("%w: the token does not grant this access; fetch one that does", ErrUnauthorized)
+// errInsufficientScope: errTokenScope when the token's subject may have
+// the access.
+var errInsufficientScope = fmt.Errorf("%w; fetch one that does", errTokenScope)
 
 // Authenticate returns who made r, from its bearer token or basic
 // credentials (the anonymous Identity without any), or an error wrapping
@@ -288,12 +291,8 @@ const (
 // identify returns who made r and, for a bearer token, its claims.
 func (a *AccessAuth) identify(r *http.Request, v via) (Identity, *accessClaims, error) {
 	anon := Identity{Principal: policy.Anonymous}
-	h := r.Header.Get("Authorization")
-	if scheme, tok, ok := strings.Cut(h, " "); ok && strings.EqualFold(scheme, "Bearer") {
-		if len(h) > maxBearerLength {
-			return anon, nil, fmt.Errorf("%w: bearer token too long", ErrUnauthorized)
-		}
-		return a.bearer(r.Context(), strings.TrimSpace(tok), v)
+	if tok, ok := bearerToken(r); ok {
+		return a.bearer(r.Context(), tok, v)
 	}
 	user, password, ok := r.BasicAuth()
 	if !ok || (user == "" && password == "") {
@@ -306,6 +305,16 @@ func (a *AccessAuth) identify(r *http.Request, v via) (Identity, *accessClaims, 
 		return anon, nil, err
 	}
 	return identityOf(acct.Principal), nil, nil
+}
+
+// bearerToken returns the token of r's Authorization header when it is of
+// the Bearer scheme.
+func bearerToken(r *http.Request) (string, bool) {
+	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	return strings.TrimSpace(tok), true
 }
 
 func identityOf(p policy.Principal) Identity {
@@ -575,18 +584,19 @@ func noProjectError(repo string) error {
 
 // Challenge implements Authorizer: the Bearer challenge of the token
 // service, with the scope need asks for (none for the API root). A request
-// that sent a token learns whether it was invalid or only insufficient.
-func (a *AccessAuth) Challenge(r *http.Request, need Access) string {
+// that sent a token learns from err, Authorize's answer, whether the token
+// was invalid or only insufficient; it is not verified again.
+func (a *AccessAuth) Challenge(r *http.Request, need Access, err error) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `Bearer realm="%s",service="%s"`, a.realm(r), a.cfg.Service)
 	if s := scopeOf(need); s != "" {
 		fmt.Fprintf(&b, `,scope="%s"`, s)
 	}
-	h := r.Header.Get("Authorization")
-	if scheme, tok, ok := strings.Cut(h, " "); ok && strings.EqualFold(scheme, "Bearer") {
-		if _, c, err := a.bearer(r.Context(), strings.TrimSpace(tok), viaRegistry); err == nil && c != nil && need != (Access{}) {
-			b.WriteString(`,error="insufficient_scope"`)
-		} else {
+	switch {
+	case errors.Is(err, errTokenScope):
+		b.WriteString(`,error="insufficient_scope"`)
+	default:
+		if _, ok := bearerToken(r); ok {
 			b.WriteString(`,error="invalid_token"`)
 		}
 	}

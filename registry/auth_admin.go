@@ -63,7 +63,7 @@ func NewAdminAuth(users PasswordChecker, anonymousPull bool, realm string) Autho
 }
 
 // Challenge implements Authorizer.
-func (a *adminAuth) Challenge(*http.Request, Access) string { return a.challenge }
+func (a *adminAuth) Challenge(*http.Request, Access, error) string { return a.challenge }
 
 // Authorize implements Authorizer. The zero Access (no repository, no
 // action) is the API root, GET /v2/: it asks only for good credentials.

@@ -175,7 +175,7 @@ func TestAdminAuthCache(t *testing.T) {
 	if n := a.cache.len(); n > credentialCacheSize {
 		t.Fatalf("cache holds %d entries", n)
 	}
-	if got := a.Challenge(nil, pull); got != `Basic realm="realm"` {
+	if got := a.Challenge(nil, pull, ErrUnauthorized); got != `Basic realm="realm"` {
 		t.Fatalf("challenge = %q", got)
 	}
 	// A failing checker is an internal error, not a 401.

@@ -840,9 +840,69 @@ func TestChallengeRealm(t *testing.T) {
 	for _, tt := range tests {
 		r := httptest.NewRequest(http.MethodPost, "/v2/p/app/blobs/uploads/", nil)
 		r.Host = tt.host
-		if got := tt.a.Challenge(r, need); got != tt.want {
+		if got := tt.a.Challenge(r, need, ErrUnauthorized); got != tt.want {
 			t.Errorf("Host %q: challenge %q, want %q", tt.host, got, tt.want)
 		}
+	}
+}
+
+// TestChallengeAnswersAuthorize: the challenge after a refused token
+// says what Authorize found — insufficient_scope for a valid token without
+// the scope, invalid_token for a bad one — without verifying the token or
+// looking its subject up again.
+func TestChallengeAnswersAuthorize(t *testing.T) {
+	var gen atomic.Uint64
+	state, keys := newFakeAccess(&gen), newFakeKeys(t)
+	a, err := NewAccessAuth(DefaultAuthConfig(), state, keys, state, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := &fakeClock{}
+	a.now = clock.now
+	issue := func(subject string) string {
+		t.Helper()
+		acct := policy.Account{Principal: policy.Principal{Kind: policy.PrincipalUser, Name: subject}}
+		tok, _, err := a.tokens.issueAccess(t.Context(), &acct, []tokenAccess{{Type: scopeRepository, Name: "p/app", Actions: []string{"pull"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	expired := issue("alice")
+	clock.advance(DefaultAuthConfig().TokenTTL + MaxTokenLeeway + time.Second)
+	valid, ghost := issue("alice"), issue("ghost")
+	push := Access{Repo: "p/app", Action: ActionPush}
+	tests := []struct {
+		name, token, want string
+		keyLookups        int64 // at most one verification
+		accountLookups    int64 // at most one lookup
+	}{
+		{"valid, without the scope", valid, `,error="insufficient_scope"`, 1, 1},
+		{"expired", expired, `,error="invalid_token"`, 1, 0},
+		{"subject gone", ghost, `,error="invalid_token"`, 1, 1},
+		{"not a JWT", "garbage", `,error="invalid_token"`, 0, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a.tokens.verified = newTTLCache[[32]byte, *accessClaims](verifiedTokens)
+			a.accounts = newTTLCache[string, policy.Account](accountCacheSize)
+			keys0, accounts0 := keys.lookups.Load(), state.lookups.Load()
+			r := httptest.NewRequest(http.MethodPost, "/v2/p/app/blobs/uploads/", nil)
+			r.Header.Set("Authorization", "Bearer "+tt.token)
+			_, err := a.Authorize(r, push)
+			if !errors.Is(err, ErrUnauthorized) {
+				t.Fatalf("Authorize = %v, want ErrUnauthorized", err)
+			}
+			if got := a.Challenge(r, push, err); !strings.HasSuffix(got, tt.want) {
+				t.Fatalf("challenge %q, want it to end in %s", got, tt.want)
+			}
+			if n := keys.lookups.Load() - keys0; n != tt.keyLookups {
+				t.Errorf("%d key lookups, want %d", n, tt.keyLookups)
+			}
+			if n := state.lookups.Load() - accounts0; n != tt.accountLookups {
+				t.Errorf("%d account lookups, want %d", n, tt.accountLookups)
+			}
+		})
 	}
 }
 

@@ -942,20 +942,3 @@ func TestParseScopes(t *testing.T) {
 		t.Fatalf("scopes = %+v, want %+v", got, want)
 	}
 }
-
-func TestTTLCacheBounded(t *testing.T) {
-	c := newTTLCache[int, int](8)
-	now := time.Now()
-	for i := range 100 {
-		c.put(i, i, now, now.Add(time.Minute))
-		if c.len() > 8 {
-			t.Fatalf("cache holds %d entries, bound 8", c.len())
-		}
-	}
-	if v, ok := c.get(99, now); !ok || v != 99 {
-		t.Fatalf("newest entry = %d, %t", v, ok)
-	}
-	if _, ok := c.get(99, now.Add(time.Minute)); ok {
-		t.Fatal("an expired entry was served")
-	}
-}

@@ -28,7 +28,9 @@ type AccessState interface {
 	// when it is gone, disabled or expired).
 	LookupAccount(ctx context.Context, name string) (policy.Account, error)
 	// ProjectAccess returns what a decision about project needs, with the
-	// role of user userName ("" for none) there.
+	// role of user userName ("" for none) there. A project it does not
+	// find it looks for again after catching up with the leader, as Sync
+	// does: a project just created through another node counts.
 	ProjectAccess(ctx context.Context, userName, project string) (policy.ProjectAccess, error)
 	// Sync catches up with the leader, so that what another node just
 	// wrote counts.
@@ -528,8 +530,10 @@ func sees(p policy.Principal, pa policy.ProjectAccess) bool {
 
 // decide answers need for p from the state (basic auth, anonymous
 // callers, and tokens that lack the scope). An authenticated caller that
-// would be refused is decided again after catching up with the leader: a
-// membership or project just created through another node counts at once.
+// would be refused in a project that exists is decided again after
+// catching up with the leader: a membership just made through another node
+// counts at once. (ProjectAccess has caught up already on a missing
+// project.)
 func (a *AccessAuth) decide(ctx context.Context, p policy.Principal, need Access) error {
 	anonymous := p.IsAnonymous()
 	if need.Action == ActionCatalog {
@@ -540,7 +544,7 @@ func (a *AccessAuth) decide(ctx context.Context, p policy.Principal, need Access
 	}
 	ps := a.projectsFor(p)
 	v, err := a.verdict(ctx, ps, p, need.Repo, need.Action)
-	if err == nil && v != granted && !anonymous {
+	if err == nil && (v == denied || v == hidden) && !anonymous {
 		// A node that cannot catch up decides from what it has.
 		if serr := a.state.Sync(ctx); serr == nil {
 			ps.forget()

@@ -242,8 +242,8 @@ func (a *AccessAuth) answerToken(w http.ResponseWriter, r *http.Request, acct *p
 }
 
 // grant returns what p may have of scopes. When it would trim an action of
-// an authenticated caller, it catches up with the leader once and decides
-// again: an account, project or membership just created through another
+// an authenticated caller in a project that exists, it catches up with the
+// leader once and decides again: a membership just made through another
 // node counts at once. (Anonymous callers are not worth a round trip to
 // the leader; ProjectAccess catches up on a missing project by itself.)
 func (a *AccessAuth) grant(ctx context.Context, p policy.Principal, scopes []scope) ([]tokenAccess, error) {
@@ -278,9 +278,10 @@ func (a *AccessAuth) grantOnce(ctx context.Context, ps *projects, p policy.Princ
 				if err != nil {
 					return nil, false, err
 				}
-				if v == granted {
+				switch v {
+				case granted:
 					got = append(got, act)
-				} else {
+				case denied, hidden:
 					trimmed = true
 				}
 			}

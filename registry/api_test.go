@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/berth-registry/berth/oci"
+	"github.com/berth-registry/berth/policy"
 )
 
 func TestBase(t *testing.T) {
@@ -333,7 +334,7 @@ func (d *denyRepo) Authorize(r *http.Request, need Access) (Identity, error) {
 	if need.Repo == d.repo && need.Action == ActionPull {
 		return Identity{}, ErrDenied
 	}
-	return Identity{Name: adminUser, Admin: true}, nil
+	return Identity{Principal: policy.Principal{Kind: policy.PrincipalUser, Name: adminUser, Admin: true}}, nil
 }
 
 func TestManifestPushPull(t *testing.T) {

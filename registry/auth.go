@@ -27,21 +27,20 @@ type Access struct {
 	Action Action
 }
 
-// Identity is who made a request; Name is empty for anonymous requests.
+// Identity is who made a request.
 type Identity struct {
-	Name  string
-	Admin bool
 	// Principal is the caller as access decisions see it (policy.Anonymous
-	// for a request without credentials).
+	// for a request without credentials): its kind, name, system-admin flag
+	// and a robot's permissions.
 	Principal policy.Principal
 }
 
 // actor is how the audit log names the caller.
 func (id Identity) actor() string {
-	if id.Name == "" {
+	if id.Principal.IsAnonymous() {
 		return policy.PrincipalAnonymous
 	}
-	return id.Name
+	return id.Principal.Name
 }
 
 // Authorizer makes every access decision of the registry in one place. It

@@ -306,7 +306,7 @@ func (a *AccessAuth) identify(r *http.Request, v via) (Identity, *accessClaims, 
 	if err != nil {
 		return anon, nil, err
 	}
-	return identityOf(acct.Principal), nil, nil
+	return Identity{Principal: acct.Principal}, nil, nil
 }
 
 // bearerToken returns the token of r's Authorization header when it is of
@@ -317,13 +317,6 @@ func bearerToken(r *http.Request) (string, bool) {
 		return "", false
 	}
 	return strings.TrimSpace(tok), true
-}
-
-func identityOf(p policy.Principal) Identity {
-	if p.IsAnonymous() {
-		return Identity{Principal: policy.Anonymous}
-	}
-	return Identity{Name: p.Name, Admin: p.Kind == policy.PrincipalUser && p.Admin, Principal: p}
 }
 
 // bearer verifies an access token and the account it names.
@@ -344,7 +337,7 @@ func (a *AccessAuth) bearer(ctx context.Context, raw string, v via) (Identity, *
 	if !issuedFor(acct, c.UID, c.Gen) {
 		return anon, nil, fmt.Errorf("%w: account %s was re-created, or its credentials changed, after the token was issued", ErrUnauthorized, c.Subject)
 	}
-	return identityOf(acct.Principal), c, nil
+	return Identity{Principal: acct.Principal}, c, nil
 }
 
 // account returns account name as the state has it now, trusting a

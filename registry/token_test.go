@@ -757,7 +757,7 @@ func TestAuthenticateReadsAccountsNow(t *testing.T) {
 		r := httptest.NewRequest(http.MethodGet, "/api/v1/users/current", nil)
 		auth(r)
 		id, err := a.Authenticate(r)
-		if err == nil && id.Name != "alice" {
+		if err == nil && id.Principal.Name != "alice" {
 			t.Fatalf("authenticated as %+v", id)
 		}
 		return err

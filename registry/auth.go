@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/http"
 
-	"github.com/berth-registry/berth/oci"
 	"github.com/berth-registry/berth/policy"
 )
 
@@ -61,14 +60,6 @@ type Authorizer interface {
 // each repository name, for the caller id; it is used for one request.
 type CatalogFilter interface {
 	Visible(ctx context.Context, id Identity) func(repo string) (bool, error)
-}
-
-// PullRecorder is told of every successful manifest GET (not HEAD), with
-// the digest it served: the audit log and retention's "pulled" rules count
-// them. It must not block. An Authorizer that implements it (NewAccessAuth's
-// does) receives them.
-type PullRecorder interface {
-	RecordPull(repo string, d oci.Digest, actor policy.Actor)
 }
 
 // PasswordChecker verifies a user's password against the state machine.

@@ -37,11 +37,10 @@ type AccessState interface {
 	Sync(ctx context.Context) error
 }
 
-// AuditSink takes the audit events that are not part of a change — failed
-// logins — and pulls. Neither call blocks. cmd passes a *cluster.Node.
+// AuditSink takes the audit events that are not part of a change: failed
+// logins. It does not block. cmd passes a *cluster.Node.
 type AuditSink interface {
 	RecordEvent(e policy.AuditEvent)
-	RecordPull(repo string, d oci.Digest, actor policy.Actor)
 }
 
 // AuthConfig configures NewAccessAuth: token auth and its token service.
@@ -138,8 +137,7 @@ const (
 
 // AccessAuth is the Authorizer of projects, roles and robots, with Docker
 // token auth (see NewAccessAuth). It also serves the token service
-// (TokenHandler), filters the catalog (CatalogFilter) and records pulls
-// (PullRecorder).
+// (TokenHandler) and filters the catalog (CatalogFilter).
 type AccessAuth struct {
 	cfg    AuthConfig
 	state  AccessState
@@ -156,7 +154,6 @@ type AccessAuth struct {
 var (
 	_ Authorizer    = (*AccessAuth)(nil)
 	_ CatalogFilter = (*AccessAuth)(nil)
-	_ PullRecorder  = (*AccessAuth)(nil)
 )
 
 // NewAccessAuth returns the Authorizer of projects, roles and robots.
@@ -647,9 +644,4 @@ func (a *AccessAuth) Visible(ctx context.Context, id Identity) func(string) (boo
 		v, err := a.verdict(ctx, ps, p, repo, ActionPull)
 		return v == granted, err
 	}
-}
-
-// RecordPull implements PullRecorder.
-func (a *AccessAuth) RecordPull(repo string, d oci.Digest, actor policy.Actor) {
-	a.audit.RecordPull(repo, d, actor)
 }

@@ -553,8 +553,6 @@ func (f *fakeAccess) Sync(context.Context) error { f.syncs.Add(1); return nil }
 
 func (f *fakeAccess) RecordEvent(policy.AuditEvent) { f.events.Add(1) }
 
-func (f *fakeAccess) RecordPull(string, oci.Digest, policy.Actor) {}
-
 // fakeKeys is one Ed25519 key, counting verification key lookups.
 type fakeKeys struct {
 	kid     string
@@ -785,8 +783,7 @@ func TestAuthenticateReadsAccountsNow(t *testing.T) {
 // recordingAudit is an AuditSink that hands events to record.
 type recordingAudit struct{ record func(policy.AuditEvent) }
 
-func (s *recordingAudit) RecordEvent(e policy.AuditEvent)             { s.record(e) }
-func (s *recordingAudit) RecordPull(string, oci.Digest, policy.Actor) {}
+func (s *recordingAudit) RecordEvent(e policy.AuditEvent) { s.record(e) }
 
 func TestAuthConfigValidate(t *testing.T) {
 	ok := DefaultAuthConfig()

@@ -130,7 +130,6 @@ func (a *AccessAuth) tokenPost(w http.ResponseWriter, r *http.Request) {
 	}
 	var acct policy.Account
 	refresh := ""
-	offline := false
 	switch f.Get("grant_type") {
 	case "password":
 		user, password := f.Get("username"), f.Get("password")
@@ -143,7 +142,6 @@ func (a *AccessAuth) tokenPost(w http.ResponseWriter, r *http.Request) {
 			a.loginError(w, r, err, "invalid username or password")
 			return
 		}
-		offline = f.Get("access_type") == "offline"
 	case "refresh_token":
 		var err error
 		refresh = f.Get("refresh_token")
@@ -151,15 +149,11 @@ func (a *AccessAuth) tokenPost(w http.ResponseWriter, r *http.Request) {
 			a.loginError(w, r, err, "invalid or expired refresh token; log in again")
 			return
 		}
-		offline = f.Get("access_type") == "offline"
 	default:
 		a.tokenError(w, http.StatusBadRequest, oauthUnsupported, "grant_type must be password or refresh_token")
 		return
 	}
-	if !offline {
-		refresh = ""
-	}
-	a.answerToken(w, r, &acct, scopes, offline, refresh)
+	a.answerToken(w, r, &acct, scopes, f.Get("access_type") == "offline", refresh)
 }
 
 // tokenParams checks the parameters both methods share — service,

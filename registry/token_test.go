@@ -612,18 +612,26 @@ func newFakeAccess(gen *atomic.Uint64) *fakeAccess {
 	}
 }
 
-// TestTokenVerificationCache: a token is verified once (one key lookup,
-// one signature check) however many requests carry it, until it expires;
-// its subject is looked up at most once per accountCacheTTL.
-func TestTokenVerificationCache(t *testing.T) {
-	var gen atomic.Uint64
-	state, keys := newFakeAccess(&gen), newFakeKeys(t)
+// newFakeAuth is the access Authorizer over newFakeAccess(gen) and
+// newFakeKeys, on a fakeClock.
+func newFakeAuth(t *testing.T, gen *atomic.Uint64) (*AccessAuth, *fakeAccess, *fakeKeys, *fakeClock) {
+	t.Helper()
+	state, keys := newFakeAccess(gen), newFakeKeys(t)
 	a, err := NewAccessAuth(DefaultAuthConfig(), state, keys, state, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	clock := &fakeClock{}
 	a.now = clock.now
+	return a, state, keys, clock
+}
+
+// TestTokenVerificationCache: a token is verified once (one key lookup,
+// one signature check) however many requests carry it, until it expires;
+// its subject is looked up at most once per accountCacheTTL.
+func TestTokenVerificationCache(t *testing.T) {
+	var gen atomic.Uint64
+	a, state, keys, clock := newFakeAuth(t, &gen)
 	acct := policy.Account{Principal: policy.Principal{Kind: policy.PrincipalUser, Name: "alice"}}
 	tok, _, err := a.tokens.issueAccess(t.Context(), &acct, []tokenAccess{{Type: scopeRepository, Name: "p/app", Actions: []string{"pull"}}})
 	if err != nil {
@@ -671,13 +679,7 @@ func TestTokenVerificationCache(t *testing.T) {
 // where the old password fails. Failures are not cached, and audited.
 func TestBasicCredentialCache(t *testing.T) {
 	var gen atomic.Uint64
-	state, keys := newFakeAccess(&gen), newFakeKeys(t)
-	a, err := NewAccessAuth(DefaultAuthConfig(), state, keys, state, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	clock := &fakeClock{}
-	a.now = clock.now
+	a, state, _, clock := newFakeAuth(t, &gen)
 	authorize := func(pass string) error {
 		r := httptest.NewRequest(http.MethodPost, "/v2/p/app/blobs/uploads/", nil)
 		r.SetBasicAuth("alice", pass)
@@ -855,13 +857,7 @@ func TestChallengeRealm(t *testing.T) {
 // looking its subject up again.
 func TestChallengeAnswersAuthorize(t *testing.T) {
 	var gen atomic.Uint64
-	state, keys := newFakeAccess(&gen), newFakeKeys(t)
-	a, err := NewAccessAuth(DefaultAuthConfig(), state, keys, state, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	clock := &fakeClock{}
-	a.now = clock.now
+	a, state, keys, clock := newFakeAuth(t, &gen)
 	issue := func(subject string) string {
 		t.Helper()
 		acct := policy.Account{Principal: policy.Principal{Kind: policy.PrincipalUser, Name: subject}}

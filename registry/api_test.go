@@ -2,15 +2,19 @@ package registry
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/berth-registry/berth/oci"
+	"github.com/berth-registry/berth/policy"
 )
 
 func TestBase(t *testing.T) {
@@ -330,7 +334,7 @@ func (d *denyRepo) Authorize(r *http.Request, need Access) (Identity, error) {
 	if need.Repo == d.repo && need.Action == ActionPull {
 		return Identity{}, ErrDenied
 	}
-	return Identity{Name: adminUser, Admin: true}, nil
+	return Identity{Principal: policy.Principal{Kind: policy.PrincipalUser, Name: adminUser, Admin: true}}, nil
 }
 
 func TestManifestPushPull(t *testing.T) {
@@ -691,6 +695,52 @@ func TestCatalog(t *testing.T) {
 	}
 	if resp.header.Get("Link") != "" {
 		t.Fatal("Link on the last page")
+	}
+}
+
+// onlyPrefix is the admin Authorizer with a CatalogFilter that lets the
+// caller see the repositories whose names begin with prefix.
+type onlyPrefix struct {
+	Authorizer
+	prefix string
+}
+
+func (o onlyPrefix) Visible(context.Context, Identity) func(string) (bool, error) {
+	return func(repo string) (bool, error) { return strings.HasPrefix(repo, o.prefix), nil }
+}
+
+// TestCatalogFilterReads: a filtered catalog page that skips many names
+// reads them in a few batches, not n+1 at a time, and still pages
+// through exactly what the filter lets through.
+func TestCatalogFilterReads(t *testing.T) {
+	tr := newTestRegistry(t, testOpts{auth: onlyPrefix{Authorizer: NewAdminAuth(&fakeUsers{}, true, "berth"), prefix: "v/"}})
+	const hidden = 40
+	for i := range hidden {
+		repo := fmt.Sprintf("h%02d/app", i)
+		wantStatus(t, tr.putManifest(t, repo, "v1", mustJSON(t, tr.image(t, repo, "c")), oci.MediaTypeImageManifest), http.StatusCreated)
+	}
+	for _, repo := range []string{"v/one", "v/two"} {
+		wantStatus(t, tr.putManifest(t, repo, "v1", mustJSON(t, tr.image(t, repo, "c")), oci.MediaTypeImageManifest), http.StatusCreated)
+	}
+	var reads atomic.Int64
+	tr.state.setFaults(nil, func() error { reads.Add(1); return nil })
+	var got []string
+	for next := "/v2/_catalog?n=1"; next != ""; {
+		resp := tr.do(t, http.MethodGet, next, nil)
+		wantStatus(t, resp, http.StatusOK)
+		var c catalog
+		if err := json.Unmarshal(resp.body, &c); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, c.Repositories...)
+		next = nextLink(t, resp)
+	}
+	if !slices.Equal(got, []string{"v/one", "v/two"}) {
+		t.Fatalf("paged filtered catalog = %v", got)
+	}
+	// Page 1 reads 2 names, then the rest at once; page 2 one read.
+	if n := reads.Load(); n > 3 {
+		t.Fatalf("two pages of a filtered catalog over %d names took %d reads", hidden+2, n)
 	}
 }
 

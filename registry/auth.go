@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/http"
 
-	"github.com/berth-registry/berth/oci"
 	"github.com/berth-registry/berth/policy"
 )
 
@@ -27,21 +26,20 @@ type Access struct {
 	Action Action
 }
 
-// Identity is who made a request; Name is empty for anonymous requests.
+// Identity is who made a request.
 type Identity struct {
-	Name  string
-	Admin bool
 	// Principal is the caller as access decisions see it (policy.Anonymous
-	// for a request without credentials).
+	// for a request without credentials): its kind, name, system-admin flag
+	// and a robot's permissions.
 	Principal policy.Principal
 }
 
 // actor is how the audit log names the caller.
 func (id Identity) actor() string {
-	if id.Name == "" {
+	if id.Principal.IsAnonymous() {
 		return policy.PrincipalAnonymous
 	}
-	return id.Name
+	return id.Principal.Name
 }
 
 // Authorizer makes every access decision of the registry in one place. It
@@ -52,8 +50,9 @@ func (id Identity) actor() string {
 // token auth; NewAdminAuth the single-admin one of the first release.
 type Authorizer interface {
 	Authorize(r *http.Request, need Access) (Identity, error)
-	// Challenge is the WWW-Authenticate value sent with a 401 for need.
-	Challenge(r *http.Request, need Access) string
+	// Challenge is the WWW-Authenticate value sent with a 401 for need;
+	// err is what Authorize returned.
+	Challenge(r *http.Request, need Access, err error) string
 }
 
 // CatalogFilter is implemented by an Authorizer whose callers may see only
@@ -61,14 +60,6 @@ type Authorizer interface {
 // each repository name, for the caller id; it is used for one request.
 type CatalogFilter interface {
 	Visible(ctx context.Context, id Identity) func(repo string) (bool, error)
-}
-
-// PullRecorder is told of every successful manifest GET (not HEAD), with
-// the digest it served: the audit log and retention's "pulled" rules count
-// them. It must not block. An Authorizer that implements it (NewAccessAuth's
-// does) receives them.
-type PullRecorder interface {
-	RecordPull(repo string, d oci.Digest, actor policy.Actor)
 }
 
 // PasswordChecker verifies a user's password against the state machine.

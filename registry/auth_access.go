@@ -28,18 +28,19 @@ type AccessState interface {
 	// when it is gone, disabled or expired).
 	LookupAccount(ctx context.Context, name string) (policy.Account, error)
 	// ProjectAccess returns what a decision about project needs, with the
-	// role of user userName ("" for none) there.
+	// role of user userName ("" for none) there. A project it does not
+	// find it looks for again after catching up with the leader, as Sync
+	// does: a project just created through another node counts.
 	ProjectAccess(ctx context.Context, userName, project string) (policy.ProjectAccess, error)
 	// Sync catches up with the leader, so that what another node just
 	// wrote counts.
 	Sync(ctx context.Context) error
 }
 
-// AuditSink takes the audit events that are not part of a change — failed
-// logins — and pulls. Neither call blocks. cmd passes a *cluster.Node.
+// AuditSink takes the audit events that are not part of a change: failed
+// logins. It does not block. cmd passes a *cluster.Node.
 type AuditSink interface {
 	RecordEvent(e policy.AuditEvent)
-	RecordPull(repo string, d oci.Digest, actor policy.Actor)
 }
 
 // AuthConfig configures NewAccessAuth: token auth and its token service.
@@ -132,14 +133,11 @@ const (
 	// deleted or disabled account's tokens stop within it.
 	accountCacheTTL  = 5 * time.Second
 	accountCacheSize = 4096
-	// maxBearerLength bounds an Authorization header we look at.
-	maxBearerLength = maxTokenLength + len("Bearer ")
 )
 
 // AccessAuth is the Authorizer of projects, roles and robots, with Docker
 // token auth (see NewAccessAuth). It also serves the token service
-// (TokenHandler), filters the catalog (CatalogFilter) and records pulls
-// (PullRecorder).
+// (TokenHandler) and filters the catalog (CatalogFilter).
 type AccessAuth struct {
 	cfg    AuthConfig
 	state  AccessState
@@ -156,7 +154,6 @@ type AccessAuth struct {
 var (
 	_ Authorizer    = (*AccessAuth)(nil)
 	_ CatalogFilter = (*AccessAuth)(nil)
-	_ PullRecorder  = (*AccessAuth)(nil)
 )
 
 // NewAccessAuth returns the Authorizer of projects, roles and robots.
@@ -230,7 +227,7 @@ func (a *AccessAuth) Authorize(r *http.Request, need Access) (Identity, error) {
 	// The token does not grant it. Anonymous callers may log in; others
 	// get a new token when their permissions allow it now.
 	if anonymous {
-		return id, ErrUnauthorized
+		return id, errTokenScope
 	}
 	if err := a.decide(ctx, id.Principal, need); err != nil {
 		if errors.Is(err, ErrDenied) {
@@ -245,18 +242,23 @@ func (a *AccessAuth) Authorize(r *http.Request, need Access) (Identity, error) {
 	return id, errInsufficientScope
 }
 
-// errScopeDenied: a valid token that does not grant what a request needs,
-// and its subject may not have it: 401 with the insufficient-scope
-// challenge and DENIED in the body, so clients say "denied".
+// errTokenScope: a valid token that does not grant what a request needs.
+// Challenge answers it, and the errors that wrap it, with
+// error="insufficient_scope".
+var errTokenScope = fmt.Errorf("%w: the token does not grant this access", ErrUnauthorized)
+
+// errScopeDenied: errTokenScope when the token's subject may not have the
+// access: 401 with the insufficient-scope challenge and DENIED in the
+// body, so clients say "denied".
 var errScopeDenied = &apiError{
 	code: codeDenied, status: http.StatusUnauthorized,
 	message: "requested access to the resource is denied",
-	err:     fmt.Errorf("%w: the token's subject may not have this access", ErrUnauthorized),
+	err:     fmt.Errorf("%w, and its subject may not have it", errTokenScope),
 }
 
-// errInsufficientScope: a valid token that does not grant what a request
-// needs, when its subject may have it.
-var errInsufficientScope = fmt.Errorf("%w: the token does not grant this access; fetch one that does", ErrUnauthorized)
+// errInsufficientScope: errTokenScope when the token's subject may have
+// the access.
+var errInsufficientScope = fmt.Errorf("%w; fetch one that does", errTokenScope)
 
 // Authenticate returns who made r, from its bearer token or basic
 // credentials (the anonymous Identity without any), or an error wrapping
@@ -288,12 +290,8 @@ const (
 // identify returns who made r and, for a bearer token, its claims.
 func (a *AccessAuth) identify(r *http.Request, v via) (Identity, *accessClaims, error) {
 	anon := Identity{Principal: policy.Anonymous}
-	h := r.Header.Get("Authorization")
-	if scheme, tok, ok := strings.Cut(h, " "); ok && strings.EqualFold(scheme, "Bearer") {
-		if len(h) > maxBearerLength {
-			return anon, nil, fmt.Errorf("%w: bearer token too long", ErrUnauthorized)
-		}
-		return a.bearer(r.Context(), strings.TrimSpace(tok), v)
+	if tok, ok := bearerToken(r); ok {
+		return a.bearer(r.Context(), tok, v)
 	}
 	user, password, ok := r.BasicAuth()
 	if !ok || (user == "" && password == "") {
@@ -305,14 +303,17 @@ func (a *AccessAuth) identify(r *http.Request, v via) (Identity, *accessClaims, 
 	if err != nil {
 		return anon, nil, err
 	}
-	return identityOf(acct.Principal), nil, nil
+	return Identity{Principal: acct.Principal}, nil, nil
 }
 
-func identityOf(p policy.Principal) Identity {
-	if p.IsAnonymous() {
-		return Identity{Principal: policy.Anonymous}
+// bearerToken returns the token of r's Authorization header when it is of
+// the Bearer scheme.
+func bearerToken(r *http.Request) (string, bool) {
+	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
 	}
-	return Identity{Name: p.Name, Admin: p.Kind == policy.PrincipalUser && p.Admin, Principal: p}
+	return strings.TrimSpace(tok), true
 }
 
 // bearer verifies an access token and the account it names.
@@ -333,7 +334,7 @@ func (a *AccessAuth) bearer(ctx context.Context, raw string, v via) (Identity, *
 	if !issuedFor(acct, c.UID, c.Gen) {
 		return anon, nil, fmt.Errorf("%w: account %s was re-created, or its credentials changed, after the token was issued", ErrUnauthorized, c.Subject)
 	}
-	return identityOf(acct.Principal), c, nil
+	return Identity{Principal: acct.Principal}, c, nil
 }
 
 // account returns account name as the state has it now, trusting a
@@ -519,8 +520,10 @@ func sees(p policy.Principal, pa policy.ProjectAccess) bool {
 
 // decide answers need for p from the state (basic auth, anonymous
 // callers, and tokens that lack the scope). An authenticated caller that
-// would be refused is decided again after catching up with the leader: a
-// membership or project just created through another node counts at once.
+// would be refused in a project that exists is decided again after
+// catching up with the leader: a membership just made through another node
+// counts at once. (ProjectAccess has caught up already on a missing
+// project.)
 func (a *AccessAuth) decide(ctx context.Context, p policy.Principal, need Access) error {
 	anonymous := p.IsAnonymous()
 	if need.Action == ActionCatalog {
@@ -531,7 +534,7 @@ func (a *AccessAuth) decide(ctx context.Context, p policy.Principal, need Access
 	}
 	ps := a.projectsFor(p)
 	v, err := a.verdict(ctx, ps, p, need.Repo, need.Action)
-	if err == nil && v != granted && !anonymous {
+	if err == nil && (v == denied || v == hidden) && !anonymous {
 		// A node that cannot catch up decides from what it has.
 		if serr := a.state.Sync(ctx); serr == nil {
 			ps.forget()
@@ -575,18 +578,19 @@ func noProjectError(repo string) error {
 
 // Challenge implements Authorizer: the Bearer challenge of the token
 // service, with the scope need asks for (none for the API root). A request
-// that sent a token learns whether it was invalid or only insufficient.
-func (a *AccessAuth) Challenge(r *http.Request, need Access) string {
+// that sent a token learns from err, Authorize's answer, whether the token
+// was invalid or only insufficient; it is not verified again.
+func (a *AccessAuth) Challenge(r *http.Request, need Access, err error) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `Bearer realm="%s",service="%s"`, a.realm(r), a.cfg.Service)
 	if s := scopeOf(need); s != "" {
 		fmt.Fprintf(&b, `,scope="%s"`, s)
 	}
-	h := r.Header.Get("Authorization")
-	if scheme, tok, ok := strings.Cut(h, " "); ok && strings.EqualFold(scheme, "Bearer") {
-		if _, c, err := a.bearer(r.Context(), strings.TrimSpace(tok), viaRegistry); err == nil && c != nil && need != (Access{}) {
-			b.WriteString(`,error="insufficient_scope"`)
-		} else {
+	switch {
+	case errors.Is(err, errTokenScope):
+		b.WriteString(`,error="insufficient_scope"`)
+	default:
+		if _, ok := bearerToken(r); ok {
 			b.WriteString(`,error="invalid_token"`)
 		}
 	}
@@ -640,9 +644,4 @@ func (a *AccessAuth) Visible(ctx context.Context, id Identity) func(string) (boo
 		v, err := a.verdict(ctx, ps, p, repo, ActionPull)
 		return v == granted, err
 	}
-}
-
-// RecordPull implements PullRecorder.
-func (a *AccessAuth) RecordPull(repo string, d oci.Digest, actor policy.Actor) {
-	a.audit.RecordPull(repo, d, actor)
 }

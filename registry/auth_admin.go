@@ -63,7 +63,7 @@ func NewAdminAuth(users PasswordChecker, anonymousPull bool, realm string) Autho
 }
 
 // Challenge implements Authorizer.
-func (a *adminAuth) Challenge(*http.Request, Access) string { return a.challenge }
+func (a *adminAuth) Challenge(*http.Request, Access, error) string { return a.challenge }
 
 // Authorize implements Authorizer. The zero Access (no repository, no
 // action) is the API root, GET /v2/: it asks only for good credentials.
@@ -86,7 +86,7 @@ func (a *adminAuth) Authorize(r *http.Request, need Access) (Identity, error) {
 	if err != nil {
 		return Identity{}, err
 	}
-	if !readOnly && !id.Admin {
+	if !readOnly && !id.Principal.Admin {
 		return id, ErrDenied
 	}
 	return id, nil
@@ -109,7 +109,7 @@ func (a *adminAuth) check(r *http.Request, user, password string) (Identity, err
 	if !ok {
 		return Identity{}, ErrUnauthorized
 	}
-	id := Identity{Name: user, Admin: admin, Principal: policy.Principal{Kind: policy.PrincipalUser, Name: user, Admin: admin}}
+	id := Identity{Principal: policy.Principal{Kind: policy.PrincipalUser, Name: user, Admin: admin}}
 	a.cache.put(key, id, now, now.Add(credentialCacheTTL))
 	return id, nil
 }

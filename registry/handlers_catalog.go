@@ -6,8 +6,8 @@ type catalog struct {
 	Repositories []string `json:"repositories"`
 }
 
-// maxCatalogScan bounds the repository names one filtered catalog request
-// reads; a page that comes up short still links to the next one.
+// maxCatalogScan bounds the repository names one catalog request reads; a
+// filtered page that comes up short still links to the next one.
 const maxCatalogScan = 10 * maxPageSize
 
 // getCatalog answers GET /v2/_catalog: repository names in lexical order,
@@ -15,19 +15,6 @@ const maxCatalogScan = 10 * maxPageSize
 // (ActionCatalog); what a caller sees, its CatalogFilter's, when it has one.
 func (reg *Registry) getCatalog(w http.ResponseWriter, r *http.Request, _ route) {
 	n, last := pageParams(r)
-	if reg.catalog == nil {
-		repos, err := reg.state.Repositories(r.Context(), last, n+1)
-		if err != nil {
-			reg.writeError(w, r, err)
-			return
-		}
-		repos, next := trimPage(repos, n)
-		if next != "" {
-			setNextLink(w, "/v2/_catalog", n, next)
-		}
-		writeJSON(w, http.StatusOK, catalog{Repositories: repos})
-		return
-	}
 	repos, next, err := reg.visibleRepositories(r, n, last)
 	if err != nil {
 		reg.writeError(w, r, err)
@@ -40,17 +27,21 @@ func (reg *Registry) getCatalog(w http.ResponseWriter, r *http.Request, _ route)
 }
 
 // visibleRepositories pages through the repositories after last and keeps
-// the ones the caller may see, up to n. It reads at most maxCatalogScan
-// names; next is where the following page starts ("" at the end).
+// the ones the caller may see, up to n; next is where the following page
+// starts ("" at the end). It reads n+1 names first — one read when the
+// caller sees them all — then up to maxPageSize at a time, and at most
+// maxCatalogScan in all.
 func (reg *Registry) visibleRepositories(r *http.Request, n int, last string) (repos []string, next string, err error) {
 	ctx := r.Context()
-	visible := reg.catalog.Visible(ctx, identityFrom(ctx))
+	visible := func(string) (bool, error) { return true, nil }
+	if reg.catalog != nil {
+		visible = reg.catalog.Visible(ctx, identityFrom(ctx))
+	}
 	repos = []string{}
 	if n == 0 {
 		return repos, "", nil
 	}
-	cursor, scanned := last, 0
-	batch := n + 1
+	cursor, scanned, batch := last, 0, n+1
 	for {
 		names, err := reg.state.Repositories(ctx, cursor, batch)
 		if err != nil {
@@ -77,5 +68,7 @@ func (reg *Registry) visibleRepositories(r *http.Request, n int, last string) (r
 		if scanned >= maxCatalogScan {
 			return repos, cursor, nil
 		}
+		// The caller sees only some: read more at a time.
+		batch = min(maxPageSize, maxCatalogScan-scanned)
 	}
 }

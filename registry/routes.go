@@ -203,7 +203,7 @@ func (reg *Registry) authorize(w http.ResponseWriter, r *http.Request, need Acce
 		return id, true
 	}
 	if errors.Is(err, ErrUnauthorized) {
-		w.Header().Set("WWW-Authenticate", reg.auth.Challenge(r, need))
+		w.Header().Set("WWW-Authenticate", reg.auth.Challenge(r, need, err))
 	}
 	reg.writeError(w, r, err)
 	return id, false

@@ -79,7 +79,8 @@ type Registry struct {
 	metrics   *registryMetrics
 	routes    *routeTable
 	handler   http.Handler
-	// From the Authorizer, when it implements them; nil otherwise.
+	// From the state and the Authorizer, when they implement them; nil
+	// otherwise.
 	pulls   PullRecorder
 	catalog CatalogFilter
 
@@ -165,8 +166,8 @@ func (m *registryMetrics) unregister() {
 // New opens the blob store and upload sessions under cfg.DataDir and
 // returns a Registry that keeps its metadata in state and asks auth about
 // every request. When auth is also a CatalogFilter, the catalog lists only
-// what it lets each caller see; when it is a PullRecorder, it is told of
-// every manifest GET. reg may be nil (no metrics); logger may be nil.
+// what it lets each caller see; when state is a PullRecorder, it is told
+// of every manifest GET. reg may be nil (no metrics); logger may be nil.
 func New(cfg Config, state State, auth Authorizer, logger *slog.Logger, reg prometheus.Registerer) (*Registry, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -200,7 +201,7 @@ func New(cfg Config, state State, auth Authorizer, logger *slog.Logger, reg prom
 		collector: NewCollector(blobs, state, logger.With(keyComponent, "gc")),
 		metrics:   metrics,
 	}
-	rg.pulls, _ = auth.(PullRecorder)
+	rg.pulls, _ = state.(PullRecorder)
 	rg.catalog, _ = auth.(CatalogFilter)
 	rg.routes = rg.newRouteTable()
 	rg.handler = http.HandlerFunc(rg.serve)

@@ -138,7 +138,7 @@ func TestAdminAuthCache(t *testing.T) {
 
 	for range 5 {
 		id, err := a.Authorize(req(adminUser, adminPass), Access{Repo: "r", Action: ActionPush})
-		if err != nil || !id.Admin || id.Name != adminUser {
+		if err != nil || !id.Principal.Admin || id.Principal.Name != adminUser {
 			t.Fatalf("admin push = %+v, %v", id, err)
 		}
 	}
@@ -170,12 +170,12 @@ func TestAdminAuthCache(t *testing.T) {
 	}
 	// The cache is bounded.
 	for i := range credentialCacheSize + 10 {
-		a.cache.put([32]byte{byte(i), byte(i >> 8), 1}, Identity{Name: "x"}, now, now.Add(credentialCacheTTL))
+		a.cache.put([32]byte{byte(i), byte(i >> 8), 1}, Identity{}, now, now.Add(credentialCacheTTL))
 	}
 	if n := a.cache.len(); n > credentialCacheSize {
 		t.Fatalf("cache holds %d entries", n)
 	}
-	if got := a.Challenge(nil, pull); got != `Basic realm="realm"` {
+	if got := a.Challenge(nil, pull, ErrUnauthorized); got != `Basic realm="realm"` {
 		t.Fatalf("challenge = %q", got)
 	}
 	// A failing checker is an internal error, not a 401.

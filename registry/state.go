@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/berth-registry/berth/oci"
+	"github.com/berth-registry/berth/policy"
 )
 
 // StateReader reads the last applied metadata state of this node. It never
@@ -85,4 +86,11 @@ type State interface {
 // is the state's own, when the manifest is put.
 type QuotaGate interface {
 	CheckQuota(ctx context.Context, repo string) error
+}
+
+// PullRecorder is implemented by a state that counts pulls: it is told of
+// every successful manifest GET (not HEAD), with the digest served, for
+// the audit log and retention's "pulled" rules. It must not block.
+type PullRecorder interface {
+	RecordPull(repo string, d oci.Digest, actor policy.Actor)
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/berth-registry/berth/cluster/clustertest"
 	"github.com/berth-registry/berth/oci"
+	"github.com/berth-registry/berth/policy"
 )
 
 // faultState is the State of the API suite: a real Raft-backed cluster.Node
@@ -165,6 +166,13 @@ var errUnavailableState = fmt.Errorf("propose: no leader: %w", oci.ErrUnavailabl
 
 // errWithPath is an internal error whose text must never reach a client.
 var errWithPath = fmt.Errorf("open %s: input/output error", strings.Repeat("/secret/path", 2))
+
+// RecordPull forwards to the state when it counts pulls (a *cluster.Node).
+func (s *faultState) RecordPull(repo string, d oci.Digest, actor policy.Actor) {
+	if p, ok := s.State.(PullRecorder); ok {
+		p.RecordPull(repo, d, actor)
+	}
+}
 
 // CheckQuota forwards to the state when it knows quotas (a *cluster.Node).
 func (s *faultState) CheckQuota(ctx context.Context, repo string) error {

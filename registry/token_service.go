@@ -130,7 +130,6 @@ func (a *AccessAuth) tokenPost(w http.ResponseWriter, r *http.Request) {
 	}
 	var acct policy.Account
 	refresh := ""
-	offline := false
 	switch f.Get("grant_type") {
 	case "password":
 		user, password := f.Get("username"), f.Get("password")
@@ -143,7 +142,6 @@ func (a *AccessAuth) tokenPost(w http.ResponseWriter, r *http.Request) {
 			a.loginError(w, r, err, "invalid username or password")
 			return
 		}
-		offline = f.Get("access_type") == "offline"
 	case "refresh_token":
 		var err error
 		refresh = f.Get("refresh_token")
@@ -151,15 +149,11 @@ func (a *AccessAuth) tokenPost(w http.ResponseWriter, r *http.Request) {
 			a.loginError(w, r, err, "invalid or expired refresh token; log in again")
 			return
 		}
-		offline = f.Get("access_type") == "offline"
 	default:
 		a.tokenError(w, http.StatusBadRequest, oauthUnsupported, "grant_type must be password or refresh_token")
 		return
 	}
-	if !offline {
-		refresh = ""
-	}
-	a.answerToken(w, r, &acct, scopes, offline, refresh)
+	a.answerToken(w, r, &acct, scopes, f.Get("access_type") == "offline", refresh)
 }
 
 // tokenParams checks the parameters both methods share — service,
@@ -242,8 +236,8 @@ func (a *AccessAuth) answerToken(w http.ResponseWriter, r *http.Request, acct *p
 }
 
 // grant returns what p may have of scopes. When it would trim an action of
-// an authenticated caller, it catches up with the leader once and decides
-// again: an account, project or membership just created through another
+// an authenticated caller in a project that exists, it catches up with the
+// leader once and decides again: a membership just made through another
 // node counts at once. (Anonymous callers are not worth a round trip to
 // the leader; ProjectAccess catches up on a missing project by itself.)
 func (a *AccessAuth) grant(ctx context.Context, p policy.Principal, scopes []scope) ([]tokenAccess, error) {
@@ -278,9 +272,10 @@ func (a *AccessAuth) grantOnce(ctx context.Context, ps *projects, p policy.Princ
 				if err != nil {
 					return nil, false, err
 				}
-				if v == granted {
+				switch v {
+				case granted:
 					got = append(got, act)
-				} else {
+				case denied, hidden:
 					trimmed = true
 				}
 			}

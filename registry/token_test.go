@@ -539,15 +539,19 @@ func (f *fakeAccess) LookupAccount(_ context.Context, name string) (policy.Accou
 	return f.lookup(name)
 }
 
+// ProjectAccess catches up (counted as a Sync) on a project it does not
+// find, as the state does.
 func (f *fakeAccess) ProjectAccess(_ context.Context, user, project string) (policy.ProjectAccess, error) {
-	return f.project(user, project)
+	pa, err := f.project(user, project)
+	if err == nil && !pa.Exists {
+		f.syncs.Add(1)
+	}
+	return pa, err
 }
 
 func (f *fakeAccess) Sync(context.Context) error { f.syncs.Add(1); return nil }
 
 func (f *fakeAccess) RecordEvent(policy.AuditEvent) { f.events.Add(1) }
-
-func (f *fakeAccess) RecordPull(string, oci.Digest, policy.Actor) {}
 
 // fakeKeys is one Ed25519 key, counting verification key lookups.
 type fakeKeys struct {
@@ -608,18 +612,26 @@ func newFakeAccess(gen *atomic.Uint64) *fakeAccess {
 	}
 }
 
-// TestTokenVerificationCache: a token is verified once (one key lookup,
-// one signature check) however many requests carry it, until it expires;
-// its subject is looked up at most once per accountCacheTTL.
-func TestTokenVerificationCache(t *testing.T) {
-	var gen atomic.Uint64
-	state, keys := newFakeAccess(&gen), newFakeKeys(t)
+// newFakeAuth is the access Authorizer over newFakeAccess(gen) and
+// newFakeKeys, on a fakeClock.
+func newFakeAuth(t *testing.T, gen *atomic.Uint64) (*AccessAuth, *fakeAccess, *fakeKeys, *fakeClock) {
+	t.Helper()
+	state, keys := newFakeAccess(gen), newFakeKeys(t)
 	a, err := NewAccessAuth(DefaultAuthConfig(), state, keys, state, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	clock := &fakeClock{}
 	a.now = clock.now
+	return a, state, keys, clock
+}
+
+// TestTokenVerificationCache: a token is verified once (one key lookup,
+// one signature check) however many requests carry it, until it expires;
+// its subject is looked up at most once per accountCacheTTL.
+func TestTokenVerificationCache(t *testing.T) {
+	var gen atomic.Uint64
+	a, state, keys, clock := newFakeAuth(t, &gen)
 	acct := policy.Account{Principal: policy.Principal{Kind: policy.PrincipalUser, Name: "alice"}}
 	tok, _, err := a.tokens.issueAccess(t.Context(), &acct, []tokenAccess{{Type: scopeRepository, Name: "p/app", Actions: []string{"pull"}}})
 	if err != nil {
@@ -667,13 +679,7 @@ func TestTokenVerificationCache(t *testing.T) {
 // where the old password fails. Failures are not cached, and audited.
 func TestBasicCredentialCache(t *testing.T) {
 	var gen atomic.Uint64
-	state, keys := newFakeAccess(&gen), newFakeKeys(t)
-	a, err := NewAccessAuth(DefaultAuthConfig(), state, keys, state, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	clock := &fakeClock{}
-	a.now = clock.now
+	a, state, _, clock := newFakeAuth(t, &gen)
 	authorize := func(pass string) error {
 		r := httptest.NewRequest(http.MethodPost, "/v2/p/app/blobs/uploads/", nil)
 		r.SetBasicAuth("alice", pass)
@@ -707,8 +713,8 @@ func TestBasicCredentialCache(t *testing.T) {
 	if err := authorize("alice-pw1"); err != nil {
 		t.Fatalf("new password: %v", err)
 	}
-	// Refused pushes outside the role, and a missing project, are
-	// decided again after a Sync.
+	// A refused delete outside the role is decided again after a Sync; a
+	// missing project once, after the state's own catch-up.
 	r := httptest.NewRequest(http.MethodDelete, "/v2/p/app/manifests/v1", nil)
 	r.SetBasicAuth("alice", "alice-pw1")
 	syncs := state.syncs.Load()
@@ -751,7 +757,7 @@ func TestAuthenticateReadsAccountsNow(t *testing.T) {
 		r := httptest.NewRequest(http.MethodGet, "/api/v1/users/current", nil)
 		auth(r)
 		id, err := a.Authenticate(r)
-		if err == nil && id.Name != "alice" {
+		if err == nil && id.Principal.Name != "alice" {
 			t.Fatalf("authenticated as %+v", id)
 		}
 		return err
@@ -779,8 +785,7 @@ func TestAuthenticateReadsAccountsNow(t *testing.T) {
 // recordingAudit is an AuditSink that hands events to record.
 type recordingAudit struct{ record func(policy.AuditEvent) }
 
-func (s *recordingAudit) RecordEvent(e policy.AuditEvent)             { s.record(e) }
-func (s *recordingAudit) RecordPull(string, oci.Digest, policy.Actor) {}
+func (s *recordingAudit) RecordEvent(e policy.AuditEvent) { s.record(e) }
 
 func TestAuthConfigValidate(t *testing.T) {
 	ok := DefaultAuthConfig()
@@ -840,9 +845,63 @@ func TestChallengeRealm(t *testing.T) {
 	for _, tt := range tests {
 		r := httptest.NewRequest(http.MethodPost, "/v2/p/app/blobs/uploads/", nil)
 		r.Host = tt.host
-		if got := tt.a.Challenge(r, need); got != tt.want {
+		if got := tt.a.Challenge(r, need, ErrUnauthorized); got != tt.want {
 			t.Errorf("Host %q: challenge %q, want %q", tt.host, got, tt.want)
 		}
+	}
+}
+
+// TestChallengeAnswersAuthorize: the challenge after a refused token
+// says what Authorize found — insufficient_scope for a valid token without
+// the scope, invalid_token for a bad one — without verifying the token or
+// looking its subject up again.
+func TestChallengeAnswersAuthorize(t *testing.T) {
+	var gen atomic.Uint64
+	a, state, keys, clock := newFakeAuth(t, &gen)
+	issue := func(subject string) string {
+		t.Helper()
+		acct := policy.Account{Principal: policy.Principal{Kind: policy.PrincipalUser, Name: subject}}
+		tok, _, err := a.tokens.issueAccess(t.Context(), &acct, []tokenAccess{{Type: scopeRepository, Name: "p/app", Actions: []string{"pull"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	expired := issue("alice")
+	clock.advance(DefaultAuthConfig().TokenTTL + MaxTokenLeeway + time.Second)
+	valid, ghost := issue("alice"), issue("ghost")
+	push := Access{Repo: "p/app", Action: ActionPush}
+	tests := []struct {
+		name, token, want string
+		keyLookups        int64 // at most one verification
+		accountLookups    int64 // at most one lookup
+	}{
+		{"valid, without the scope", valid, `,error="insufficient_scope"`, 1, 1},
+		{"expired", expired, `,error="invalid_token"`, 1, 0},
+		{"subject gone", ghost, `,error="invalid_token"`, 1, 1},
+		{"not a JWT", "garbage", `,error="invalid_token"`, 0, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a.tokens.verified = newTTLCache[[32]byte, *accessClaims](verifiedTokens)
+			a.accounts = newTTLCache[string, policy.Account](accountCacheSize)
+			keys0, accounts0 := keys.lookups.Load(), state.lookups.Load()
+			r := httptest.NewRequest(http.MethodPost, "/v2/p/app/blobs/uploads/", nil)
+			r.Header.Set("Authorization", "Bearer "+tt.token)
+			_, err := a.Authorize(r, push)
+			if !errors.Is(err, ErrUnauthorized) {
+				t.Fatalf("Authorize = %v, want ErrUnauthorized", err)
+			}
+			if got := a.Challenge(r, push, err); !strings.HasSuffix(got, tt.want) {
+				t.Fatalf("challenge %q, want it to end in %s", got, tt.want)
+			}
+			if n := keys.lookups.Load() - keys0; n != tt.keyLookups {
+				t.Errorf("%d key lookups, want %d", n, tt.keyLookups)
+			}
+			if n := state.lookups.Load() - accounts0; n != tt.accountLookups {
+				t.Errorf("%d account lookups, want %d", n, tt.accountLookups)
+			}
+		})
 	}
 }
 
@@ -880,22 +939,5 @@ func TestParseScopes(t *testing.T) {
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("scopes = %+v, want %+v", got, want)
-	}
-}
-
-func TestTTLCacheBounded(t *testing.T) {
-	c := newTTLCache[int, int](8)
-	now := time.Now()
-	for i := range 100 {
-		c.put(i, i, now, now.Add(time.Minute))
-		if c.len() > 8 {
-			t.Fatalf("cache holds %d entries, bound 8", c.len())
-		}
-	}
-	if v, ok := c.get(99, now); !ok || v != 99 {
-		t.Fatalf("newest entry = %d, %t", v, ok)
-	}
-	if _, ok := c.get(99, now.Add(time.Minute)); ok {
-		t.Fatal("an expired entry was served")
 	}
 }

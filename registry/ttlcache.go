@@ -36,8 +36,10 @@ func (c *ttlCache[K, V]) get(k K, now time.Time) (V, bool) {
 	return e.value, true
 }
 
-// put remembers v under k until expires. When the cache is full it first
-// drops expired entries, then, if still full, arbitrary ones.
+// put remembers v under k until expires. A full cache first drops its
+// expired entries, then arbitrary ones, down to seven eighths of its size:
+// the sweep over every entry (under the lock every get takes) is paid once
+// per size/8 new entries, not on each one while the cache stays full.
 func (c *ttlCache[K, V]) put(k K, v V, now, expires time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -47,8 +49,9 @@ func (c *ttlCache[K, V]) put(k K, v V, now, expires time.Time) {
 				delete(c.entries, key)
 			}
 		}
+		keep := c.size - max(c.size/8, 1)
 		for key := range c.entries {
-			if len(c.entries) < c.size {
+			if len(c.entries) <= keep {
 				break
 			}
 			delete(c.entries, key)
@@ -62,11 +65,4 @@ func (c *ttlCache[K, V]) drop(k K) {
 	c.mu.Lock()
 	delete(c.entries, k)
 	c.mu.Unlock()
-}
-
-// len is the number of entries, expired ones included.
-func (c *ttlCache[K, V]) len() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.entries)
 }

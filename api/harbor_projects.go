@@ -681,35 +681,30 @@ func (h *Handler) harborQuota(ctx context.Context, proj policy.Project) (HarborQ
 	}, nil
 }
 
-// quotaProject authorizes the quota decision about the project whose id
-// the path's {id} (or the query's reference_id) is; not found under that
-// id when it does not exist or the caller may not see it.
-func (h *Handler) quotaProject(r *http.Request, p policy.Principal, rawID string, admin bool) (policy.ProjectAccess, error) {
+// quotaProject returns the project whose id the path's {id} (or the
+// query's reference_id) is, once the quota decision about it allows p; not
+// found under that id when it does not exist or p may not see it.
+func (h *Handler) quotaProject(r *http.Request, p policy.Principal, rawID string, admin bool) (policy.Project, error) {
 	ctx := r.Context()
 	if p.IsAnonymous() {
-		return policy.ProjectAccess{}, errUnauthenticated
+		return policy.Project{}, errUnauthenticated
 	}
 	id, err := strconv.ParseUint(rawID, 10, 64)
 	if err != nil || id == 0 {
-		return policy.ProjectAccess{}, invalid(fmt.Sprintf("quota id %q is not a positive number", clip(rawID, 32)))
+		return policy.Project{}, invalid(fmt.Sprintf("quota id %q is not a positive number", clip(rawID, 32)))
 	}
 	proj, err := h.store.ProjectByID(ctx, id)
-	if errors.Is(err, oci.ErrNotFound) {
-		return policy.ProjectAccess{}, fmt.Errorf("quota %d: %w", id, oci.ErrNotFound)
-	}
-	if err != nil {
-		return policy.ProjectAccess{}, err
-	}
-	var pa policy.ProjectAccess
-	if admin {
-		pa, err = h.authorizeAdmin(ctx, p, proj.Name)
-	} else {
-		pa, err = h.authorize(ctx, p, proj.Name, policy.ResQuota, policy.ActRead)
+	if err == nil {
+		if admin {
+			_, err = h.authorizeAdmin(ctx, p, proj.Name)
+		} else {
+			_, err = h.authorize(ctx, p, proj.Name, policy.ResQuota, policy.ActRead)
+		}
 	}
 	if errors.Is(err, oci.ErrNotFound) {
 		err = fmt.Errorf("quota %d: %w", id, oci.ErrNotFound)
 	}
-	return pa, err
+	return proj, err
 }
 
 // harborListQuotas answers GET /quotas: every project's quota for an
@@ -764,11 +759,7 @@ func (h *Handler) harborListQuotas(w http.ResponseWriter, r *http.Request, p pol
 // readableQuota returns the quota of the project whose id is rawID, if
 // p may read it (see quotaProject).
 func (h *Handler) readableQuota(r *http.Request, p policy.Principal, rawID string) (HarborQuota, error) {
-	pa, err := h.quotaProject(r, p, rawID, false)
-	if err != nil {
-		return HarborQuota{}, err
-	}
-	proj, err := h.store.Project(r.Context(), pa.Name)
+	proj, err := h.quotaProject(r, p, rawID, false)
 	if err != nil {
 		return HarborQuota{}, err
 	}
@@ -787,7 +778,7 @@ func (h *Handler) harborGetQuota(w http.ResponseWriter, r *http.Request, p polic
 // harborPutQuota answers PUT /quotas/{id}: administrators only, as PUT
 // /api/v1/projects/{p}/quota.
 func (h *Handler) harborPutQuota(w http.ResponseWriter, r *http.Request, p policy.Principal) {
-	pa, err := h.quotaProject(r, p, r.PathValue("id"), true)
+	proj, err := h.quotaProject(r, p, r.PathValue("id"), true)
 	if err != nil {
 		h.harborFail(w, r, err)
 		return
@@ -801,7 +792,7 @@ func (h *Handler) harborPutQuota(w http.ResponseWriter, r *http.Request, p polic
 		h.harborFail(w, r, invalid(`give {"hard": {"storage": BYTES}}, -1 for unlimited`))
 		return
 	}
-	_, err = h.setQuota(r.Context(), pa.Name, func(q *policy.Quota) error {
+	_, err = h.setQuota(r.Context(), proj.Name, func(q *policy.Quota) error {
 		for res, limit := range req.Hard {
 			switch res {
 			case "storage":

@@ -285,7 +285,7 @@ func TestHarborRoleMatrix(t *testing.T) {
 		}
 	}
 
-	runMatrix(t, w, cases)
+	runMatrix(t, w, cases, readDocument(t, "harbor.json"))
 }
 
 // harborCode is Harbor's error code of status.

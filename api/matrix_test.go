@@ -3,6 +3,7 @@ package api_test
 import (
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -469,19 +470,24 @@ func TestRoleMatrix(t *testing.T) {
 		}
 	}
 
-	runMatrix(t, w, cases)
+	runMatrix(t, w, cases, readDocument(t, "openapi.json"))
 }
 
 // runMatrix sends every case as every principal of w — in own, foreign
 // and pub for a case about a project — and compares each answer with the
-// expectation.
-func runMatrix(t *testing.T, w *world, cases []matrixCase) {
+// expectation; then it checks that doc, the routes' document, says what
+// each case needs and lists every status expected of it.
+func runMatrix(t *testing.T, w *world, cases []matrixCase, doc map[string]any) {
 	t.Helper()
+	statuses := map[string]map[int]bool{}
 	var grants, denials, n int
 	for _, c := range cases {
 		projects := []projectSpec{{name: ownProject}}
 		if c.projectScoped() {
 			projects = worldProjects
+		}
+		if statuses[c.route] == nil {
+			statuses[c.route] = map[int]bool{}
 		}
 		for _, ps := range projects {
 			for _, pr := range w.cast {
@@ -489,6 +495,9 @@ func runMatrix(t *testing.T, w *world, cases []matrixCase) {
 				tgt, b := c.build(w, ps.name, n)
 				rec := w.do(c.method(), tgt, b, pr.auth)
 				want := c.want(t, pr, ps)
+				if want != 0 {
+					statuses[c.route][want] = true
+				}
 				where := fmt.Sprintf("%s (target %s) as %s", c.route, tgt, pr.label)
 				switch {
 				case want == 0:
@@ -520,6 +529,38 @@ func runMatrix(t *testing.T, w *world, cases []matrixCase) {
 		t.Fatalf("a matrix with %d grants and %d denials tests nothing", grants, denials)
 	}
 
+	for _, c := range cases {
+		op := operation(doc, c.route)
+		if op == nil {
+			t.Errorf("%s is not in the document", c.route)
+			continue
+		}
+		var says []string
+		switch c.need {
+		case needProject:
+			says = c.perms()
+		case needAdmin, needAdminInProject:
+			says = []string{"admin"}
+		case needUser:
+			says = []string{"user"}
+		case needVisible, needAuthenticated:
+			says = []string{"authenticated"}
+		case needNothing:
+			says = []string{"none"}
+		}
+		perm, _ := op["x-permission"].(string)
+		for _, s := range says {
+			if !strings.Contains(perm, s) {
+				t.Errorf("%s: x-permission %q does not say %s", c.route, perm, s)
+			}
+		}
+		responses, _ := op["responses"].(map[string]any)
+		for status := range statuses[c.route] {
+			if _, ok := responses[strconv.Itoa(status)]; !ok {
+				t.Errorf("%s answers %d, which its document does not list", c.route, status)
+			}
+		}
+	}
 }
 
 func isReplicationRoute(route string) bool {

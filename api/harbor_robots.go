@@ -103,8 +103,6 @@ type HarborRobotSec struct {
 	Secret string `json:"secret"`
 }
 
-const day = 24 * time.Hour
-
 func harborRobot(rb policy.Robot) HarborRobot {
 	out := HarborRobot{
 		ID: rb.ID, Name: rb.Name, Description: rb.Description, Level: rb.Level, Duration: robotDuration(rb),
@@ -151,18 +149,6 @@ func robotPermissions(in []HarborRobotPermission) ([]policy.RobotPermission, err
 		out = append(out, perm)
 	}
 	return out, nil
-}
-
-// durationExpiry is the unix nanoseconds a robot created at from ends
-// after days (-1 or 0: never).
-func durationExpiry(from time.Time, days int64) (int64, error) {
-	switch {
-	case days == 0 || days == -1:
-		return 0, nil
-	case days < -1 || days > maxExpiryDays:
-		return 0, invalid(fmt.Sprintf("duration: -1 (never) or 1 to %d days", maxExpiryDays))
-	}
-	return from.Add(time.Duration(days) * day).UnixNano(), nil
 }
 
 // robotIDNotFound is the answer about a robot that does not exist or
@@ -269,7 +255,7 @@ func (h *Handler) harborCreateRobot(w http.ResponseWriter, r *http.Request, p po
 		h.harborFail(w, r, invalid(fmt.Sprintf("level %q: want project or system", clip(req.Level, 32))))
 		return
 	}
-	expires, err := durationExpiry(time.Now(), req.Duration)
+	expires, err := expiry("duration", time.Now(), req.Duration)
 	if err != nil {
 		h.harborFail(w, r, err)
 		return
@@ -346,7 +332,7 @@ func (h *Handler) harborUpdateRobot(w http.ResponseWriter, r *http.Request, p po
 		rb.Disabled = *req.Disable
 	}
 	if req.Duration != nil && *req.Duration != robotDuration(rb) {
-		expires, err := durationExpiry(time.Unix(0, rb.Created), *req.Duration)
+		expires, err := expiry("duration", time.Unix(0, rb.Created), *req.Duration)
 		if err != nil {
 			h.harborFail(w, r, err)
 			return

@@ -235,30 +235,24 @@ func (c *content) top() []policy.Artifact {
 	return out
 }
 
-// find returns the artifact a reference (a tag or a digest) names.
-func (c *content) find(ctx context.Context, ref string) (policy.Artifact, error) {
-	var d oci.Digest
+// find returns the artifact a reference (a tag or a digest) names among
+// c's: the tags are those the artifacts were read with, so a request
+// sees one state of the repository.
+func (c *content) find(ref string) (policy.Artifact, error) {
+	var (
+		d   oci.Digest
+		err error
+	)
 	if oci.IsDigestReference(ref) {
-		var err error
-		if d, err = oci.ParseDigest(ref); err != nil {
-			return policy.Artifact{}, err
-		}
+		d, err = oci.ParseDigest(ref)
 	} else {
-		if err := oci.ValidateTag(ref); err != nil {
-			return policy.Artifact{}, err
-		}
-		for _, a := range c.arts {
-			if slices.Contains(a.Tags, ref) {
-				return a, nil
-			}
-		}
-		var err error
-		if d, err = c.h.store.Tag(ctx, c.repo, ref); err != nil {
-			return policy.Artifact{}, err
-		}
+		err = oci.ValidateTag(ref)
+	}
+	if err != nil {
+		return policy.Artifact{}, err
 	}
 	for _, a := range c.arts {
-		if a.Digest == d {
+		if (d != "" && a.Digest == d) || (d == "" && slices.Contains(a.Tags, ref)) {
 			return a, nil
 		}
 	}
@@ -588,7 +582,7 @@ func (h *Handler) inRepository(r *http.Request, project string) (*content, polic
 	if err != nil {
 		return nil, policy.Artifact{}, err
 	}
-	a, err := c.find(r.Context(), r.PathValue("reference"))
+	a, err := c.find(r.PathValue("reference"))
 	return c, a, err
 }
 

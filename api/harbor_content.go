@@ -372,10 +372,10 @@ func (h *Handler) harborListRepositories(w http.ResponseWriter, r *http.Request,
 		h.harborFail(w, r, err)
 		return
 	}
-	var names []string
+	shown := newWindow[string](page, size)
 	err = h.eachRepository(ctx, pa.Name, func(name string) {
 		if t, ok := terms["name"]; !ok || t.matches(name) {
-			names = append(names, name)
+			shown.add(name)
 		}
 	})
 	if err != nil {
@@ -388,7 +388,7 @@ func (h *Handler) harborListRepositories(w http.ResponseWriter, r *http.Request,
 		return
 	}
 	out := []HarborRepository{}
-	for _, name := range pageOf(names, page, size) {
+	for _, name := range shown.items {
 		v, err := h.harborRepository(ctx, proj, name)
 		if errors.Is(err, oci.ErrNotFound) {
 			// Emptied since it was listed.
@@ -400,7 +400,7 @@ func (h *Handler) harborListRepositories(w http.ResponseWriter, r *http.Request,
 		}
 		out = append(out, v)
 	}
-	setPaging(w, r, len(names), page, size)
+	setPaging(w, r, shown.total, page, size)
 	writeJSON(w, http.StatusOK, out)
 }
 

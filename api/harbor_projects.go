@@ -198,14 +198,12 @@ func (h *Handler) harborListProjects(w http.ResponseWriter, r *http.Request, p p
 		}
 		terms["public"] = queryTerm{value: strconv.FormatBool(b)}
 	}
-	var all []seenProject
+	match := func(key, value string) bool { t, ok := terms[key]; return !ok || t.matches(value) }
+	shown := newWindow[seenProject](page, size)
 	err = h.eachVisibleProject(ctx, p, func(m seenProject) {
-		for key, value := range map[string]string{"name": m.proj.Name, "public": strconv.FormatBool(m.proj.Public), "owner": m.proj.Owner} {
-			if t, ok := terms[key]; ok && !t.matches(value) {
-				return
-			}
+		if match("name", m.proj.Name) && match("public", strconv.FormatBool(m.proj.Public)) && match("owner", m.proj.Owner) {
+			shown.add(m)
 		}
-		all = append(all, m)
 	})
 	if err != nil {
 		h.harborFail(w, r, err)
@@ -213,7 +211,7 @@ func (h *Handler) harborListProjects(w http.ResponseWriter, r *http.Request, p p
 	}
 	views := h.harborProjects(p)
 	out := []HarborProject{}
-	for _, m := range pageOf(all, page, size) {
+	for _, m := range shown.items {
 		v, err := views.view(ctx, m.pa, m.proj)
 		if err != nil {
 			h.harborFail(w, r, err)
@@ -221,7 +219,7 @@ func (h *Handler) harborListProjects(w http.ResponseWriter, r *http.Request, p p
 		}
 		out = append(out, v)
 	}
-	setPaging(w, r, len(all), page, size)
+	setPaging(w, r, shown.total, page, size)
 	writeJSON(w, http.StatusOK, out)
 }
 
@@ -738,13 +736,13 @@ func (h *Handler) harborListQuotas(w http.ResponseWriter, r *http.Request, p pol
 		h.harborFail(w, r, err)
 		return
 	}
-	var all []policy.Project
-	if err := h.eachProject(ctx, func(proj policy.Project) bool { all = append(all, proj); return true }); err != nil {
+	shown := newWindow[policy.Project](page, size)
+	if err := h.eachProject(ctx, func(proj policy.Project) bool { shown.add(proj); return true }); err != nil {
 		h.harborFail(w, r, err)
 		return
 	}
 	out := []HarborQuota{}
-	for _, proj := range pageOf(all, page, size) {
+	for _, proj := range shown.items {
 		v, err := h.harborQuota(ctx, proj)
 		if err != nil {
 			h.harborFail(w, r, err)
@@ -752,7 +750,7 @@ func (h *Handler) harborListQuotas(w http.ResponseWriter, r *http.Request, p pol
 		}
 		out = append(out, v)
 	}
-	setPaging(w, r, len(all), page, size)
+	setPaging(w, r, shown.total, page, size)
 	writeJSON(w, http.StatusOK, out)
 }
 

@@ -429,11 +429,11 @@ func (h *Handler) harborListRobots(w http.ResponseWriter, r *http.Request, p pol
 		h.harborFail(w, r, invalid(fmt.Sprintf("q: Level %q: want project or system", clip(level.value, 32))))
 		return
 	}
-	var shown []policy.Robot
+	shown := newWindow[policy.Robot](page, size)
 	err = h.eachRobot(ctx, project, func(rb policy.Robot) bool {
 		short := strings.TrimPrefix(rb.Name, policy.RobotName(project, ""))
 		if t, ok := terms["name"]; !ok || t.matches(rb.Name) || t.matches(short) {
-			shown = append(shown, rb)
+			shown.add(rb)
 		}
 		return true
 	})
@@ -442,9 +442,9 @@ func (h *Handler) harborListRobots(w http.ResponseWriter, r *http.Request, p pol
 		return
 	}
 	out := []HarborRobot{}
-	for _, rb := range pageOf(shown, page, size) {
+	for _, rb := range shown.items {
 		out = append(out, harborRobot(rb))
 	}
-	setPaging(w, r, len(shown), page, size)
+	setPaging(w, r, shown.total, page, size)
 	writeJSON(w, http.StatusOK, out)
 }

@@ -571,30 +571,19 @@ func (h *Handler) harborAddMember(w http.ResponseWriter, r *http.Request, _ poli
 		h.harborFail(w, r, invalid("member_user: give its username or user_id"))
 		return
 	}
-	u := req.MemberUser
-	name := u.Username
-	if u.UserID != 0 {
-		byID, err := h.store.UserByID(ctx, u.UserID)
-		if err != nil {
-			h.harborFail(w, r, err)
-			return
+	var user policy.User
+	if u := req.MemberUser; u.UserID != 0 {
+		if user, err = h.store.UserByID(ctx, u.UserID); err == nil && u.Username != "" && u.Username != user.Name {
+			err = invalid("member_user: user_id and username name different users")
 		}
-		if name != "" && name != byID.Name {
-			h.harborFail(w, r, invalid("member_user: user_id and username name different users"))
-			return
-		}
-		name = byID.Name
+	} else if err = policy.ValidateUserName(u.Username); err == nil {
+		user, err = h.store.User(ctx, u.Username)
 	}
-	if err := policy.ValidateUserName(name); err != nil {
-		h.harborFail(w, r, err)
-		return
-	}
-	if err := h.store.PutMember(ctx, policy.Member{Project: pa.Name, User: name, Role: role}, true); err != nil {
-		h.harborFail(w, r, err)
-		return
-	}
-	user, err := h.store.User(ctx, name)
 	if err != nil {
+		h.harborFail(w, r, err)
+		return
+	}
+	if err := h.store.PutMember(ctx, policy.Member{Project: pa.Name, User: user.Name, Role: role}, true); err != nil {
 		h.harborFail(w, r, err)
 		return
 	}

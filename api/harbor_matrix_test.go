@@ -272,7 +272,7 @@ func TestHarborRoleMatrix(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the role matrix takes a while under the race detector")
 	}
-	w := newWorld(t, worldOpts{})
+	w := newWorld(t)
 	harborSpotChecks(t, w)
 	cases := harborCases()
 	covered := map[string]bool{}

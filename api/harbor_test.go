@@ -165,7 +165,7 @@ func wantError(t *testing.T, rec *httptest.ResponseRecorder, code string) {
 }
 
 func TestHarborAPI(t *testing.T) {
-	w := newWorld(t, worldOpts{})
+	w := newWorld(t)
 	t.Run("system", func(t *testing.T) { testHarborSystem(t, w) })
 	t.Run("projects", func(t *testing.T) { testHarborProjects(t, w) })
 	t.Run("paging", func(t *testing.T) { testHarborPaging(t, w) })

@@ -446,7 +446,7 @@ func TestRoleMatrix(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the role matrix takes a while under the race detector")
 	}
-	w := newWorld(t, worldOpts{})
+	w := newWorld(t)
 	spotChecks(t, w)
 	cases := matrixCases()
 	// Every route must be in the matrix: the replication routes follow

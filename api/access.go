@@ -234,7 +234,7 @@ func (h *Handler) projectAccess(ctx context.Context, p policy.Principal, project
 	return h.store.ProjectAccess(ctx, user, project)
 }
 
-// notFound is the answer about a project that does not exist or that the
+// projectNotFound is the answer about a project that does not exist or that the
 // caller may not see: the same in both cases.
 func projectNotFound(project string) error {
 	return fmt.Errorf("project %s: %w", clip(project, maxNameInMessage), oci.ErrNotFound)
@@ -242,39 +242,71 @@ func projectNotFound(project string) error {
 
 const maxNameInMessage = 255
 
-// authorize decides whether p may do a on r in project. It returns the
-// project's access (nil error: allowed), errUnauthenticated for an
-// anonymous request that could never do it, a not-found error when the
-// project does not exist or p may not see it, and errForbidden when p sees
-// it but may not do this. A refusal is decided again after catching up
-// with the leader, so that a membership just granted through another node
-// counts.
+// authorize decides whether p may do a on r in project (see
+// authorizeAll).
 func (h *Handler) authorize(ctx context.Context, p policy.Principal, project string, r policy.Resource, a policy.Action) (policy.ProjectAccess, error) {
-	if p.IsAnonymous() && !anonymousMay(r, a) {
-		return policy.ProjectAccess{}, errUnauthenticated
+	return h.authorizeAll(ctx, p, project, need(r, a))
+}
+
+func need(r policy.Resource, a policy.Action) []policy.Access {
+	return []policy.Access{{Resource: r, Action: a}}
+}
+
+// anonymousRefused is errUnauthenticated when p is anonymous and one of
+// needs is something no anonymous request could ever do; it is decided
+// before anything is looked up.
+func anonymousRefused(p policy.Principal, needs []policy.Access) error {
+	if p.IsAnonymous() {
+		for _, n := range needs {
+			if !anonymousMay(n.Resource, n.Action) {
+				return errUnauthenticated
+			}
+		}
+	}
+	return nil
+}
+
+// authorizeAll decides whether p may do every access of needs in project.
+// It returns the project's access (nil error: allowed), errUnauthenticated
+// for an anonymous request that could never do one of them, a not-found
+// error when the project does not exist or p may not see it, and
+// errForbidden, naming the first access missing, when p sees it but may
+// not do all of this. A refusal is decided again after catching up with
+// the leader, so that a membership just granted through another node
+// counts.
+func (h *Handler) authorizeAll(ctx context.Context, p policy.Principal, project string, needs []policy.Access) (policy.ProjectAccess, error) {
+	if err := anonymousRefused(p, needs); err != nil {
+		return policy.ProjectAccess{}, err
 	}
 	pa, err := h.projectAccess(ctx, p, project)
 	if err != nil {
 		return pa, err
 	}
-	if policy.Allowed(p, pa, r, a) {
-		return pa, nil
+	// missing is the first of needs that p may not do in pa.
+	missing := func(pa policy.ProjectAccess) (policy.Access, bool) {
+		for _, n := range needs {
+			if !policy.Allowed(p, pa, n.Resource, n.Action) {
+				return n, true
+			}
+		}
+		return policy.Access{}, false
 	}
-	if pa.Exists && h.store.Sync(ctx) == nil {
+	m, refused := missing(pa)
+	if refused && pa.Exists && h.store.Sync(ctx) == nil {
 		if pa, err = h.projectAccess(ctx, p, project); err != nil {
 			return pa, err
 		}
-		if policy.Allowed(p, pa, r, a) {
-			return pa, nil
-		}
+		m, refused = missing(pa)
 	}
-	if !visible(p, pa) {
+	switch {
+	case !refused:
+		return pa, nil
+	case !visible(p, pa):
 		return pa, projectNotFound(project)
-	}
-	if p.IsAnonymous() {
+	case p.IsAnonymous():
 		return pa, errUnauthenticated
 	}
-	return pa, forbidden("%s cannot %s %s in project %s", p, a, r, project)
+	return pa, forbidden("%s cannot %s %s in project %s", p, m.Action, m.Resource, project)
 }
 
 // authorizeAdmin is authorize for what only a system administrator may do

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -232,12 +231,9 @@ func gcDryRun(r *http.Request) (bool, error) {
 		}
 		dryRun = v
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxBodySize+1))
+	body, err := readBody(r)
 	if err != nil {
-		return false, errors.New("read body")
-	}
-	if len(body) > maxBodySize {
-		return false, errors.New("body too large")
+		return false, err
 	}
 	if len(body) > 0 {
 		var req GCRequest

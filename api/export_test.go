@@ -6,3 +6,9 @@ import "slices"
 func Routes(h *Handler) []string {
 	return append(slices.Clone(fixedRoutes), h.routes...)
 }
+
+// Grantable is grantable, and ErrForbidden errForbidden, for TestGrantable.
+var (
+	Grantable    = grantable
+	ErrForbidden = errForbidden
+)

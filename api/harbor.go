@@ -90,10 +90,6 @@ func (h *Handler) harborRoutes() {
 	h.harborHandle("PUT "+v2+"/quotas/{id}", h.harborPutQuota)
 }
 
-func need(res policy.Resource, a policy.Action) []policy.Access {
-	return []policy.Access{{Resource: res, Action: a}}
-}
-
 // harborHandle registers an authenticated Harbor-compatible endpoint.
 // authenticated answers bad credentials through fail: here in Harbor's
 // shape; fn answers on the plain writer.
@@ -235,34 +231,24 @@ func (h *Handler) harborProjectName(r *http.Request, param string) (string, erro
 	return proj.Name, nil
 }
 
-// authorizeHarbor is authorize for the project the path names (by name
-// or id) and every permission in needs, in order. An anonymous request
-// that could never do one of them is refused before anything is looked
-// up; a project that does not exist or that p may not see is not found
-// under the name or id the path gave, so that an id tells nothing of the
-// name behind it.
+// authorizeHarbor is authorizeAll for the project the path names (by
+// name or id). An anonymous request that could never do one of needs is
+// refused before the id is looked up; a project that does not exist or
+// that p may not see is not found under the name or id the path gave, so
+// that an id tells nothing of the name behind it.
 func (h *Handler) authorizeHarbor(r *http.Request, p policy.Principal, param string, needs []policy.Access) (policy.ProjectAccess, error) {
-	if p.IsAnonymous() {
-		for _, a := range needs {
-			if !anonymousMay(a.Resource, a.Action) {
-				return policy.ProjectAccess{}, errUnauthenticated
-			}
-		}
+	if err := anonymousRefused(p, needs); err != nil {
+		return policy.ProjectAccess{}, err
 	}
 	name, err := h.harborProjectName(r, param)
 	if err != nil {
 		return policy.ProjectAccess{}, err
 	}
-	var pa policy.ProjectAccess
-	for _, a := range needs {
-		if pa, err = h.authorize(r.Context(), p, name, a.Resource, a.Action); err != nil {
-			if errors.Is(err, oci.ErrNotFound) {
-				err = projectNotFound(r.PathValue(param))
-			}
-			return pa, err
-		}
+	pa, err := h.authorizeAll(r.Context(), p, name, needs)
+	if errors.Is(err, oci.ErrNotFound) {
+		err = projectNotFound(r.PathValue(param))
 	}
-	return pa, nil
+	return pa, err
 }
 
 // inHarborProject wraps fn: the principal must be allowed every access of

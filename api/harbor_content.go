@@ -133,13 +133,9 @@ type content struct {
 	accessories map[oci.Digest][]policy.Artifact
 }
 
-// loadContent reads repo's artifacts (not found for a repository without
-// any) and its project's rules.
-func (h *Handler) loadContent(ctx context.Context, project, repo string) (*content, error) {
-	proj, err := h.store.Project(ctx, project)
-	if err != nil {
-		return nil, err
-	}
+// loadContent reads the artifacts of repo, a repository of proj (not
+// found for a repository without any).
+func (h *Handler) loadContent(ctx context.Context, proj policy.Project, repo string) (*content, error) {
 	arts, err := h.store.Artifacts(ctx, repo)
 	if err != nil {
 		return nil, err
@@ -239,30 +235,24 @@ func (c *content) top() []policy.Artifact {
 	return out
 }
 
-// find returns the artifact a reference (a tag or a digest) names.
-func (c *content) find(ctx context.Context, ref string) (policy.Artifact, error) {
-	var d oci.Digest
+// find returns the artifact a reference (a tag or a digest) names among
+// c's: the tags are those the artifacts were read with, so a request
+// sees one state of the repository.
+func (c *content) find(ref string) (policy.Artifact, error) {
+	var (
+		d   oci.Digest
+		err error
+	)
 	if oci.IsDigestReference(ref) {
-		var err error
-		if d, err = oci.ParseDigest(ref); err != nil {
-			return policy.Artifact{}, err
-		}
+		d, err = oci.ParseDigest(ref)
 	} else {
-		if err := oci.ValidateTag(ref); err != nil {
-			return policy.Artifact{}, err
-		}
-		for _, a := range c.arts {
-			if slices.Contains(a.Tags, ref) {
-				return a, nil
-			}
-		}
-		var err error
-		if d, err = c.h.store.Tag(ctx, c.repo, ref); err != nil {
-			return policy.Artifact{}, err
-		}
+		err = oci.ValidateTag(ref)
+	}
+	if err != nil {
+		return policy.Artifact{}, err
 	}
 	for _, a := range c.arts {
-		if a.Digest == d {
+		if (d != "" && a.Digest == d) || (d == "" && slices.Contains(a.Tags, ref)) {
 			return a, nil
 		}
 	}
@@ -382,27 +372,27 @@ func (h *Handler) harborListRepositories(w http.ResponseWriter, r *http.Request,
 		h.harborFail(w, r, err)
 		return
 	}
-	var names []string
+	shown := newWindow[string](page, size)
 	err = h.eachRepository(ctx, pa.Name, func(name string) {
 		if t, ok := terms["name"]; !ok || t.matches(name) {
-			names = append(names, name)
+			shown.add(name)
 		}
 	})
 	if err != nil {
 		h.harborFail(w, r, err)
 		return
 	}
-	pid, err := h.projectID(ctx, pa.Name)
+	proj, err := h.store.Project(ctx, pa.Name)
 	if err != nil {
 		h.harborFail(w, r, err)
 		return
 	}
 	out := []HarborRepository{}
-	for _, name := range pageOf(names, page, size) {
-		v, err := h.harborRepository(ctx, pa.Name, pid, name)
+	for _, name := range shown.items {
+		v, err := h.harborRepository(ctx, proj, name)
 		if errors.Is(err, oci.ErrNotFound) {
 			// Emptied since it was listed.
-			v, err = HarborRepository{ID: syntheticID(name), ProjectID: pid, Name: name}, nil
+			v, err = HarborRepository{ID: syntheticID(name), ProjectID: proj.ID, Name: name}, nil
 		}
 		if err != nil {
 			h.harborFail(w, r, err)
@@ -410,18 +400,18 @@ func (h *Handler) harborListRepositories(w http.ResponseWriter, r *http.Request,
 		}
 		out = append(out, v)
 	}
-	setPaging(w, r, len(names), page, size)
+	setPaging(w, r, shown.total, page, size)
 	writeJSON(w, http.StatusOK, out)
 }
 
-// harborRepository shows repository name: its artifacts (not counting
-// accessories), their pulls, its first and last push.
-func (h *Handler) harborRepository(ctx context.Context, project string, pid uint64, name string) (HarborRepository, error) {
-	c, err := h.loadContent(ctx, project, name)
+// harborRepository shows repository name of proj: its artifacts (not
+// counting accessories), their pulls, its first and last push.
+func (h *Handler) harborRepository(ctx context.Context, proj policy.Project, name string) (HarborRepository, error) {
+	c, err := h.loadContent(ctx, proj, name)
 	if err != nil {
 		return HarborRepository{}, err
 	}
-	v := HarborRepository{ID: syntheticID(name), ProjectID: pid, Name: name}
+	v := HarborRepository{ID: syntheticID(name), ProjectID: proj.ID, Name: name}
 	var first, last int64
 	for _, a := range c.arts {
 		v.PullCount += a.PullCount
@@ -443,12 +433,12 @@ func (h *Handler) harborGetRepository(w http.ResponseWriter, r *http.Request, _ 
 		h.harborFail(w, r, err)
 		return
 	}
-	pid, err := h.projectID(r.Context(), pa.Name)
+	proj, err := h.store.Project(r.Context(), pa.Name)
 	if err != nil {
 		h.harborFail(w, r, err)
 		return
 	}
-	v, err := h.harborRepository(r.Context(), pa.Name, pid, repo)
+	v, err := h.harborRepository(r.Context(), proj, repo)
 	if err != nil {
 		h.harborFail(w, r, err)
 		return
@@ -466,13 +456,13 @@ func (h *Handler) harborDeleteRepository(w http.ResponseWriter, r *http.Request,
 		h.harborFail(w, r, err)
 		return
 	}
-	c, err := h.loadContent(ctx, pa.Name, repo)
+	arts, err := h.store.Artifacts(ctx, repo)
 	if err != nil {
 		h.harborFail(w, r, err)
 		return
 	}
 	var ds []oci.Digest
-	for _, a := range c.arts {
+	for _, a := range arts {
 		if a.Immutable {
 			h.harborFail(w, r, fmt.Errorf("repository %s: artifact %s has an immutable tag: %w", repo, a.Digest, policy.ErrImmutable))
 			return
@@ -536,7 +526,12 @@ func (h *Handler) harborListArtifacts(w http.ResponseWriter, r *http.Request, _ 
 		h.harborFail(w, r, err)
 		return
 	}
-	c, err := h.loadContent(ctx, pa.Name, repo)
+	proj, err := h.store.Project(ctx, pa.Name)
+	if err != nil {
+		h.harborFail(w, r, err)
+		return
+	}
+	c, err := h.loadContent(ctx, proj, repo)
 	if err != nil {
 		h.harborFail(w, r, err)
 		return
@@ -579,11 +574,15 @@ func (h *Handler) inRepository(r *http.Request, project string) (*content, polic
 	if err != nil {
 		return nil, policy.Artifact{}, err
 	}
-	c, err := h.loadContent(r.Context(), project, repo)
+	proj, err := h.store.Project(r.Context(), project)
 	if err != nil {
 		return nil, policy.Artifact{}, err
 	}
-	a, err := c.find(r.Context(), r.PathValue("reference"))
+	c, err := h.loadContent(r.Context(), proj, repo)
+	if err != nil {
+		return nil, policy.Artifact{}, err
+	}
+	a, err := c.find(r.PathValue("reference"))
 	return c, a, err
 }
 

@@ -198,14 +198,12 @@ func (h *Handler) harborListProjects(w http.ResponseWriter, r *http.Request, p p
 		}
 		terms["public"] = queryTerm{value: strconv.FormatBool(b)}
 	}
-	var all []seenProject
+	match := func(key, value string) bool { t, ok := terms[key]; return !ok || t.matches(value) }
+	shown := newWindow[seenProject](page, size)
 	err = h.eachVisibleProject(ctx, p, func(m seenProject) {
-		for key, value := range map[string]string{"name": m.proj.Name, "public": strconv.FormatBool(m.proj.Public), "owner": m.proj.Owner} {
-			if t, ok := terms[key]; ok && !t.matches(value) {
-				return
-			}
+		if match("name", m.proj.Name) && match("public", strconv.FormatBool(m.proj.Public)) && match("owner", m.proj.Owner) {
+			shown.add(m)
 		}
-		all = append(all, m)
 	})
 	if err != nil {
 		h.harborFail(w, r, err)
@@ -213,7 +211,7 @@ func (h *Handler) harborListProjects(w http.ResponseWriter, r *http.Request, p p
 	}
 	views := h.harborProjects(p)
 	out := []HarborProject{}
-	for _, m := range pageOf(all, page, size) {
+	for _, m := range shown.items {
 		v, err := views.view(ctx, m.pa, m.proj)
 		if err != nil {
 			h.harborFail(w, r, err)
@@ -221,7 +219,7 @@ func (h *Handler) harborListProjects(w http.ResponseWriter, r *http.Request, p p
 		}
 		out = append(out, v)
 	}
-	setPaging(w, r, len(all), page, size)
+	setPaging(w, r, shown.total, page, size)
 	writeJSON(w, http.StatusOK, out)
 }
 
@@ -573,30 +571,19 @@ func (h *Handler) harborAddMember(w http.ResponseWriter, r *http.Request, _ poli
 		h.harborFail(w, r, invalid("member_user: give its username or user_id"))
 		return
 	}
-	u := req.MemberUser
-	name := u.Username
-	if u.UserID != 0 {
-		byID, err := h.store.UserByID(ctx, u.UserID)
-		if err != nil {
-			h.harborFail(w, r, err)
-			return
+	var user policy.User
+	if u := req.MemberUser; u.UserID != 0 {
+		if user, err = h.store.UserByID(ctx, u.UserID); err == nil && u.Username != "" && u.Username != user.Name {
+			err = invalid("member_user: user_id and username name different users")
 		}
-		if name != "" && name != byID.Name {
-			h.harborFail(w, r, invalid("member_user: user_id and username name different users"))
-			return
-		}
-		name = byID.Name
+	} else if err = policy.ValidateUserName(u.Username); err == nil {
+		user, err = h.store.User(ctx, u.Username)
 	}
-	if err := policy.ValidateUserName(name); err != nil {
-		h.harborFail(w, r, err)
-		return
-	}
-	if err := h.store.PutMember(ctx, policy.Member{Project: pa.Name, User: name, Role: role}, true); err != nil {
-		h.harborFail(w, r, err)
-		return
-	}
-	user, err := h.store.User(ctx, name)
 	if err != nil {
+		h.harborFail(w, r, err)
+		return
+	}
+	if err := h.store.PutMember(ctx, policy.Member{Project: pa.Name, User: user.Name, Role: role}, true); err != nil {
 		h.harborFail(w, r, err)
 		return
 	}
@@ -681,35 +668,30 @@ func (h *Handler) harborQuota(ctx context.Context, proj policy.Project) (HarborQ
 	}, nil
 }
 
-// quotaProject authorizes the quota decision about the project whose id
-// the path's {id} (or the query's reference_id) is; not found under that
-// id when it does not exist or the caller may not see it.
-func (h *Handler) quotaProject(r *http.Request, p policy.Principal, rawID string, admin bool) (policy.ProjectAccess, error) {
+// quotaProject returns the project whose id the path's {id} (or the
+// query's reference_id) is, once the quota decision about it allows p; not
+// found under that id when it does not exist or p may not see it.
+func (h *Handler) quotaProject(r *http.Request, p policy.Principal, rawID string, admin bool) (policy.Project, error) {
 	ctx := r.Context()
 	if p.IsAnonymous() {
-		return policy.ProjectAccess{}, errUnauthenticated
+		return policy.Project{}, errUnauthenticated
 	}
 	id, err := strconv.ParseUint(rawID, 10, 64)
 	if err != nil || id == 0 {
-		return policy.ProjectAccess{}, invalid(fmt.Sprintf("quota id %q is not a positive number", clip(rawID, 32)))
+		return policy.Project{}, invalid(fmt.Sprintf("quota id %q is not a positive number", clip(rawID, 32)))
 	}
 	proj, err := h.store.ProjectByID(ctx, id)
-	if errors.Is(err, oci.ErrNotFound) {
-		return policy.ProjectAccess{}, fmt.Errorf("quota %d: %w", id, oci.ErrNotFound)
-	}
-	if err != nil {
-		return policy.ProjectAccess{}, err
-	}
-	var pa policy.ProjectAccess
-	if admin {
-		pa, err = h.authorizeAdmin(ctx, p, proj.Name)
-	} else {
-		pa, err = h.authorize(ctx, p, proj.Name, policy.ResQuota, policy.ActRead)
+	if err == nil {
+		if admin {
+			_, err = h.authorizeAdmin(ctx, p, proj.Name)
+		} else {
+			_, err = h.authorize(ctx, p, proj.Name, policy.ResQuota, policy.ActRead)
+		}
 	}
 	if errors.Is(err, oci.ErrNotFound) {
 		err = fmt.Errorf("quota %d: %w", id, oci.ErrNotFound)
 	}
-	return pa, err
+	return proj, err
 }
 
 // harborListQuotas answers GET /quotas: every project's quota for an
@@ -743,13 +725,13 @@ func (h *Handler) harborListQuotas(w http.ResponseWriter, r *http.Request, p pol
 		h.harborFail(w, r, err)
 		return
 	}
-	var all []policy.Project
-	if err := h.eachProject(ctx, func(proj policy.Project) bool { all = append(all, proj); return true }); err != nil {
+	shown := newWindow[policy.Project](page, size)
+	if err := h.eachProject(ctx, func(proj policy.Project) bool { shown.add(proj); return true }); err != nil {
 		h.harborFail(w, r, err)
 		return
 	}
 	out := []HarborQuota{}
-	for _, proj := range pageOf(all, page, size) {
+	for _, proj := range shown.items {
 		v, err := h.harborQuota(ctx, proj)
 		if err != nil {
 			h.harborFail(w, r, err)
@@ -757,18 +739,14 @@ func (h *Handler) harborListQuotas(w http.ResponseWriter, r *http.Request, p pol
 		}
 		out = append(out, v)
 	}
-	setPaging(w, r, len(all), page, size)
+	setPaging(w, r, shown.total, page, size)
 	writeJSON(w, http.StatusOK, out)
 }
 
 // readableQuota returns the quota of the project whose id is rawID, if
 // p may read it (see quotaProject).
 func (h *Handler) readableQuota(r *http.Request, p policy.Principal, rawID string) (HarborQuota, error) {
-	pa, err := h.quotaProject(r, p, rawID, false)
-	if err != nil {
-		return HarborQuota{}, err
-	}
-	proj, err := h.store.Project(r.Context(), pa.Name)
+	proj, err := h.quotaProject(r, p, rawID, false)
 	if err != nil {
 		return HarborQuota{}, err
 	}
@@ -787,7 +765,7 @@ func (h *Handler) harborGetQuota(w http.ResponseWriter, r *http.Request, p polic
 // harborPutQuota answers PUT /quotas/{id}: administrators only, as PUT
 // /api/v1/projects/{p}/quota.
 func (h *Handler) harborPutQuota(w http.ResponseWriter, r *http.Request, p policy.Principal) {
-	pa, err := h.quotaProject(r, p, r.PathValue("id"), true)
+	proj, err := h.quotaProject(r, p, r.PathValue("id"), true)
 	if err != nil {
 		h.harborFail(w, r, err)
 		return
@@ -801,7 +779,7 @@ func (h *Handler) harborPutQuota(w http.ResponseWriter, r *http.Request, p polic
 		h.harborFail(w, r, invalid(`give {"hard": {"storage": BYTES}}, -1 for unlimited`))
 		return
 	}
-	_, err = h.setQuota(r.Context(), pa.Name, func(q *policy.Quota) error {
+	_, err = h.setQuota(r.Context(), proj.Name, func(q *policy.Quota) error {
 		for res, limit := range req.Hard {
 			switch res {
 			case "storage":

@@ -103,8 +103,6 @@ type HarborRobotSec struct {
 	Secret string `json:"secret"`
 }
 
-const day = 24 * time.Hour
-
 func harborRobot(rb policy.Robot) HarborRobot {
 	out := HarborRobot{
 		ID: rb.ID, Name: rb.Name, Description: rb.Description, Level: rb.Level, Duration: robotDuration(rb),
@@ -151,18 +149,6 @@ func robotPermissions(in []HarborRobotPermission) ([]policy.RobotPermission, err
 		out = append(out, perm)
 	}
 	return out, nil
-}
-
-// durationExpiry is the unix nanoseconds a robot created at from ends
-// after days (-1 or 0: never).
-func durationExpiry(from time.Time, days int64) (int64, error) {
-	switch {
-	case days == 0 || days == -1:
-		return 0, nil
-	case days < -1 || days > maxExpiryDays:
-		return 0, invalid(fmt.Sprintf("duration: -1 (never) or 1 to %d days", maxExpiryDays))
-	}
-	return from.Add(time.Duration(days) * day).UnixNano(), nil
 }
 
 // robotIDNotFound is the answer about a robot that does not exist or
@@ -269,7 +255,7 @@ func (h *Handler) harborCreateRobot(w http.ResponseWriter, r *http.Request, p po
 		h.harborFail(w, r, invalid(fmt.Sprintf("level %q: want project or system", clip(req.Level, 32))))
 		return
 	}
-	expires, err := durationExpiry(time.Now(), req.Duration)
+	expires, err := expiry("duration", time.Now(), req.Duration)
 	if err != nil {
 		h.harborFail(w, r, err)
 		return
@@ -346,7 +332,7 @@ func (h *Handler) harborUpdateRobot(w http.ResponseWriter, r *http.Request, p po
 		rb.Disabled = *req.Disable
 	}
 	if req.Duration != nil && *req.Duration != robotDuration(rb) {
-		expires, err := durationExpiry(time.Unix(0, rb.Created), *req.Duration)
+		expires, err := expiry("duration", time.Unix(0, rb.Created), *req.Duration)
 		if err != nil {
 			h.harborFail(w, r, err)
 			return
@@ -443,11 +429,11 @@ func (h *Handler) harborListRobots(w http.ResponseWriter, r *http.Request, p pol
 		h.harborFail(w, r, invalid(fmt.Sprintf("q: Level %q: want project or system", clip(level.value, 32))))
 		return
 	}
-	var shown []policy.Robot
+	shown := newWindow[policy.Robot](page, size)
 	err = h.eachRobot(ctx, project, func(rb policy.Robot) bool {
 		short := strings.TrimPrefix(rb.Name, policy.RobotName(project, ""))
 		if t, ok := terms["name"]; !ok || t.matches(rb.Name) || t.matches(short) {
-			shown = append(shown, rb)
+			shown.add(rb)
 		}
 		return true
 	})
@@ -456,9 +442,9 @@ func (h *Handler) harborListRobots(w http.ResponseWriter, r *http.Request, p pol
 		return
 	}
 	out := []HarborRobot{}
-	for _, rb := range pageOf(shown, page, size) {
+	for _, rb := range shown.items {
 		out = append(out, harborRobot(rb))
 	}
-	setPaging(w, r, len(shown), page, size)
+	setPaging(w, r, shown.total, page, size)
 	writeJSON(w, http.StatusOK, out)
 }

@@ -93,11 +93,8 @@ func (h *Handler) harborCurrentUser(w http.ResponseWriter, r *http.Request, p po
 			SysadminFlag: p.Admin, CreationTime: harborTime(u.Created), UpdateTime: harborTime(u.Updated),
 		})
 	case policy.PrincipalRobot:
-		rb, err := h.store.Robot(ctx, p.Name)
-		if err != nil {
-			h.harborFail(w, r, err)
-			return
-		}
+		// The authenticator read the robot for this request.
+		rb := p.Robot
 		writeJSON(w, http.StatusOK, HarborUser{
 			UserID: rb.ID, Username: rb.Name, Comment: rb.Description,
 			CreationTime: harborTime(rb.Created), UpdateTime: harborTime(rb.Updated),

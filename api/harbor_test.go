@@ -1,13 +1,11 @@
 package api_test
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -167,7 +165,7 @@ func wantError(t *testing.T, rec *httptest.ResponseRecorder, code string) {
 }
 
 func TestHarborAPI(t *testing.T) {
-	w := newWorld(t, worldOpts{})
+	w := newWorld(t)
 	t.Run("system", func(t *testing.T) { testHarborSystem(t, w) })
 	t.Run("projects", func(t *testing.T) { testHarborProjects(t, w) })
 	t.Run("paging", func(t *testing.T) { testHarborPaging(t, w) })
@@ -688,14 +686,7 @@ func testHarborQuotas(t *testing.T, w *world) {
 // TestHarborDocument: harbor.json describes every /api/v2.0 route and
 // nothing else, as TestOpenAPI checks openapi.json for /api/v1.
 func TestHarborDocument(t *testing.T) {
-	b, err := os.ReadFile("harbor.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc map[string]any
-	if err := json.Unmarshal(b, &doc); err != nil {
-		t.Fatal(err)
-	}
+	doc := readDocument(t, "harbor.json")
 	h := api.New(&fakeGC{}, users(), api.Info{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	var routes []string
 	for _, r := range api.Routes(h) {

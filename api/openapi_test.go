@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -135,4 +136,27 @@ func resolve(t *testing.T, doc map[string]any, v any) any {
 		cur = next
 	}
 	return cur
+}
+
+// readDocument reads the API document name (openapi.json, harbor.json).
+func readDocument(t *testing.T, name string) map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return doc
+}
+
+// operation is the operation of route ("METHOD /path") in doc, or nil.
+func operation(doc map[string]any, route string) map[string]any {
+	method, path, _ := strings.Cut(route, " ")
+	paths, _ := doc["paths"].(map[string]any)
+	item, _ := paths[path].(map[string]any)
+	op, _ := item[strings.ToLower(method)].(map[string]any)
+	return op
 }

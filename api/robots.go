@@ -100,16 +100,18 @@ func robotProject(name string) (project string, ok bool) {
 	return project, project != ""
 }
 
-// expiry turns a lifetime in days into the unix nanoseconds it ends (0:
-// never).
-func expiry(days int) (int64, error) {
+const day = 24 * time.Hour
+
+// expiry is the unix nanoseconds a robot's life of days from from ends (0:
+// never, for days -1 or 0); field names days in an error.
+func expiry(field string, from time.Time, days int64) (int64, error) {
 	switch {
 	case days == 0 || days == -1:
 		return 0, nil
 	case days < -1 || days > maxExpiryDays:
-		return 0, invalid(fmt.Sprintf("expires_in_days: -1 (never) or 1 to %d", maxExpiryDays))
+		return 0, invalid(fmt.Sprintf("%s: -1 (never) or 1 to %d days", field, maxExpiryDays))
 	}
-	return time.Now().Add(time.Duration(days) * 24 * time.Hour).UnixNano(), nil
+	return from.Add(time.Duration(days) * day).UnixNano(), nil
 }
 
 // grantable checks that p may give a robot every access of list in
@@ -315,7 +317,7 @@ func (h *Handler) createProjectRobot(w http.ResponseWriter, r *http.Request, p p
 		h.fail(w, r, err)
 		return
 	}
-	expires, err := expiry(req.ExpiresInDays)
+	expires, err := expiry("expires_in_days", time.Now(), int64(req.ExpiresInDays))
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -339,7 +341,7 @@ func (h *Handler) createSystemRobot(w http.ResponseWriter, r *http.Request, p po
 		h.fail(w, r, err)
 		return
 	}
-	expires, err := expiry(req.ExpiresInDays)
+	expires, err := expiry("expires_in_days", time.Now(), int64(req.ExpiresInDays))
 	if err != nil {
 		h.fail(w, r, err)
 		return

@@ -17,7 +17,7 @@ import (
 // the audit trail. One world (its users cost a bcrypt hash each) for
 // sequential subtests that do not step on each other.
 func TestAccessRules(t *testing.T) {
-	w := newWorld(t, worldOpts{})
+	w := newWorld(t)
 
 	t.Run("registration cannot make an administrator", func(t *testing.T) {
 		body := `{"username":"eve","password":"Passw0rd-eve"}`

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -106,14 +107,11 @@ func robotSecret(name string) string {
 }
 
 type world struct {
-	t     *testing.T
-	node  *cluster.Node
-	auth  *registry.AccessAuth
-	h     *api.Handler
-	cast  []principal // the matrix's callers, anonymous last
-	runs  *fakeRunner
-	logs  *syncBuffer
-	users map[string]bool
+	t    *testing.T
+	node *cluster.Node
+	auth *registry.AccessAuth
+	h    *api.Handler
+	cast []principal // the matrix's callers, anonymous last
 }
 
 var _ api.Store = (*cluster.Node)(nil)
@@ -134,37 +132,10 @@ func (f *fakeRunner) RunRetention(ctx context.Context, project string, dryRun bo
 	return run, f.node.PutRetentionRun(ctx, run)
 }
 
-// syncBuffer collects logs of concurrent handlers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-type worldOpts struct {
-	cfg api.Config
-}
-
-func newWorld(t *testing.T, opts worldOpts) *world {
+func newWorld(t *testing.T) *world {
 	t.Helper()
-	w := &world{t: t, node: clustertest.SingleNode(t), logs: &syncBuffer{}, users: map[string]bool{}}
-	w.runs = &fakeRunner{node: w.node}
-	logger := slog.New(slog.NewTextHandler(w.logs, nil))
-	cfg := opts.cfg
-	if cfg.ProjectCreation == "" {
-		cfg = api.DefaultConfig()
-	}
+	w := &world{t: t, node: clustertest.SingleNode(t)}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	gc := &fakeGC{GCFunc: func(context.Context, bool) (registry.GCResult, error) { return registry.GCResult{}, nil }}
 	auth, err := registry.NewAccessAuth(registry.DefaultAuthConfig(), w.node, w.node, w.node, logger)
 	if err != nil {
@@ -172,7 +143,7 @@ func newWorld(t *testing.T, opts worldOpts) *world {
 	}
 	w.auth = auth
 	w.h = api.New(gc, w.node, api.Info{Version: "test", NodeID: "test"}, logger).
-		WithConfig(cfg).WithRetention(w.runs).WithAuthenticator(auth).
+		WithRetention(&fakeRunner{node: w.node}).WithAuthenticator(auth).
 		WithCluster(fakeCluster{}).WithReplication(emptyRepl{})
 
 	ctx := w.ctx()
@@ -183,7 +154,6 @@ func newWorld(t *testing.T, opts worldOpts) *world {
 	var wg sync.WaitGroup
 	errs := make(chan error, len(worldUsers))
 	for _, u := range worldUsers {
-		w.users[u.name] = true
 		wg.Go(func() {
 			if _, err := w.node.CreateUser(ctx, policy.User{Name: u.name}, password(u.name), u.admin); err != nil {
 				errs <- err

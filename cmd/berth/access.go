@@ -70,13 +70,7 @@ func (c *call) send(method, path string, in, out any) (http.Header, error) {
 	if err != nil {
 		return nil, err
 	}
-	var body io.Reader
-	if in != nil {
-		if body, err = jsonBody(in); err != nil {
-			return nil, err
-		}
-	}
-	return a.send(c.Context.Context, method, path, body, out)
+	return a.send(c.Context.Context, method, path, in, out)
 }
 
 // listPages reads every page of a list endpoint paged with page and

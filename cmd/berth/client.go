@@ -147,20 +147,21 @@ func (a apiClient) registryAuth() authn.Authenticator {
 	return &authn.Basic{Username: a.user, Password: a.password}
 }
 
-// do sends a request to path (relative to /api/v1/) and decodes a 2xx JSON
-// answer into out; other answers become errors carrying the server's message.
-func (a apiClient) do(ctx context.Context, method, path string, body io.Reader, out any) error {
-	_, err := a.send(ctx, method, path, body, out)
+// do sends a request to path (relative to /api/v1/) with in, when not
+// nil, as its JSON body, and decodes a 2xx JSON answer into out; other
+// answers become errors carrying the server's message.
+func (a apiClient) do(ctx context.Context, method, path string, in, out any) error {
+	_, err := a.send(ctx, method, path, in, out)
 	return err
 }
 
 // send is do that also returns the answer's header (a Link to the next
 // page). With tokens, a 401 is tried once more with a new access token:
 // the server may have dropped the one held (a key rotation).
-func (a apiClient) send(ctx context.Context, method, path string, body io.Reader, out any) (http.Header, error) {
-	base, err := url.Parse(a.server)
-	if err != nil || base.Scheme == "" || base.Host == "" {
-		return nil, fmt.Errorf("server %q: want a URL like http://127.0.0.1:5000", a.server)
+func (a apiClient) send(ctx context.Context, method, path string, in, out any) (http.Header, error) {
+	base, err := serverURL(a.server)
+	if err != nil {
+		return nil, err
 	}
 	rel, err := url.Parse(path)
 	if err != nil {
@@ -169,21 +170,17 @@ func (a apiClient) send(ctx context.Context, method, path string, body io.Reader
 	u := base.JoinPath(api.Prefix, rel.Path)
 	u.RawQuery = rel.RawQuery
 	var payload []byte
-	if body != nil {
-		if payload, err = io.ReadAll(body); err != nil {
+	if in != nil {
+		if payload, err = json.Marshal(in); err != nil {
 			return nil, err
 		}
 	}
-	client := a.http
-	if client == nil {
-		client = http.DefaultClient
-	}
 	for attempt := 1; ; attempt++ {
-		var rd io.Reader
-		if body != nil {
-			rd = bytes.NewReader(payload)
+		var body io.Reader
+		if in != nil {
+			body = bytes.NewReader(payload)
 		}
-		req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
+		req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
 		if err != nil {
 			return nil, err
 		}
@@ -198,14 +195,9 @@ func (a apiClient) send(ctx context.Context, method, path string, body io.Reader
 		}
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Accept", "application/json")
-		resp, err := client.Do(req)
+		resp, b, err := exchange(a.http, req)
 		if err != nil {
-			return nil, fmt.Errorf("%s %s: %w", method, u.Redacted(), err)
-		}
-		b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		resp.Body.Close()
-		if err != nil {
-			return nil, fmt.Errorf("%s %s: read answer: %w", method, u.Redacted(), err)
+			return nil, err
 		}
 		if resp.StatusCode == http.StatusUnauthorized && bearer != "" {
 			a.tokens.forget(bearer)
@@ -225,4 +217,31 @@ func (a apiClient) send(ctx context.Context, method, path string, body io.Reader
 		}
 		return resp.Header, nil
 	}
+}
+
+// serverURL parses the URL of a node (--server, a saved login).
+func serverURL(server string) (*url.URL, error) {
+	u, err := url.Parse(server)
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		return nil, fmt.Errorf("server %q: want a URL like http://127.0.0.1:5000", server)
+	}
+	return u, nil
+}
+
+// exchange sends req with hc (nil: http.DefaultClient) and returns the
+// answer with its body, read whole (up to 1 MiB) and closed.
+func exchange(hc *http.Client, req *http.Request) (*http.Response, []byte, error) {
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s %s: %w", req.Method, req.URL.Redacted(), err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s %s: read answer: %w", req.Method, req.URL.Redacted(), err)
+	}
+	return resp, b, nil
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -71,9 +70,9 @@ func (e *tokenError) refused() bool {
 
 // requestToken posts form to server's token service.
 func requestToken(ctx context.Context, hc *http.Client, server string, form url.Values) (tokenResponse, error) {
-	base, err := url.Parse(server)
-	if err != nil || base.Scheme == "" || base.Host == "" {
-		return tokenResponse{}, fmt.Errorf("server %q: want a URL like http://127.0.0.1:5000", server)
+	base, err := serverURL(server)
+	if err != nil {
+		return tokenResponse{}, err
 	}
 	u := base.JoinPath(tokenPath)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), strings.NewReader(form.Encode()))
@@ -82,17 +81,9 @@ func requestToken(ctx context.Context, hc *http.Client, server string, form url.
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Accept", "application/json")
-	if hc == nil {
-		hc = http.DefaultClient
-	}
-	resp, err := hc.Do(req)
+	resp, b, err := exchange(hc, req)
 	if err != nil {
-		return tokenResponse{}, fmt.Errorf("POST %s: %w", u.Redacted(), err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return tokenResponse{}, fmt.Errorf("POST %s: read answer: %w", u.Redacted(), err)
+		return tokenResponse{}, err
 	}
 	if resp.StatusCode/100 != 2 {
 		return tokenResponse{}, &tokenError{Status: resp.StatusCode, Msg: errorMessage(b)}

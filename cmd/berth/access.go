@@ -32,17 +32,15 @@ type call struct {
 // action makes the Action of a command taking exactly the named arguments.
 func (m *Main) action(fn func(*call) error, names ...string) cli.ActionFunc {
 	return func(c *cli.Context) error {
-		if c.NArg() != len(names) {
-			if len(names) == 0 {
-				return fmt.Errorf("%s takes no arguments, got %q", c.Command.FullName(), c.Args().Slice())
-			}
-			return fmt.Errorf("%s takes %s, got %d argument(s)", c.Command.FullName(), strings.Join(names, " "), c.NArg())
+		a, err := args(c, names...)
+		if err != nil {
+			return err
 		}
-		output := c.String("output")
-		if output != outputTable && output != outputJSON {
-			return fmt.Errorf("output %q: want table or json", output)
+		output, err := outputOf(c)
+		if err != nil {
+			return err
 		}
-		return fn(&call{Context: c, m: m, args: c.Args().Slice(), output: output})
+		return fn(&call{Context: c, m: m, args: a, output: output})
 	}
 }
 

@@ -78,9 +78,9 @@ func clientFrom(c *cli.Context, name string) (apiClient, string, error) {
 // The server comes from --server (BERTH_SERVER), else the saved login,
 // else the default.
 func clientOf(c *cli.Context) (apiClient, string, error) {
-	output := c.String("output")
-	if output != outputTable && output != outputJSON {
-		return apiClient{}, "", fmt.Errorf("output %q: want table or json", output)
+	output, err := outputOf(c)
+	if err != nil {
+		return apiClient{}, "", err
 	}
 	userFlag, passwordFlag := "user", "password"
 	if c.IsSet("server-user") || c.IsSet("server-password") || c.String("server-user") != "" {
@@ -124,6 +124,15 @@ func clientOf(c *cli.Context) (apiClient, string, error) {
 		a.password = p
 	}
 	return a, output, nil
+}
+
+// outputOf returns the output format of a client command (--output).
+func outputOf(c *cli.Context) (string, error) {
+	output := c.String("output")
+	if output != outputTable && output != outputJSON {
+		return "", fmt.Errorf("output %q: want table or json", output)
+	}
+	return output, nil
 }
 
 // apiClient calls a node's management API, with HTTP basic auth or, after

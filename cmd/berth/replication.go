@@ -20,7 +20,11 @@ import (
 
 // args checks that a command got exactly the named arguments.
 func args(c *cli.Context, names ...string) ([]string, error) {
-	if c.NArg() != len(names) {
+	switch {
+	case c.NArg() == len(names):
+	case len(names) == 0:
+		return nil, fmt.Errorf("%s takes no arguments, got %q", c.Command.FullName(), c.Args().Slice())
+	default:
 		return nil, fmt.Errorf("%s takes %s, got %d argument(s)", c.Command.FullName(), strings.Join(names, " "), c.NArg())
 	}
 	return c.Args().Slice(), nil

@@ -71,6 +71,15 @@ func (c *call) send(method, path string, in, out any) (http.Header, error) {
 	return a.send(c.Context.Context, method, path, in, out)
 }
 
+// show GETs path and prints the answer: as JSON, or as table writes it.
+func show[T any](c *call, path string, table func(io.Writer, T) error) error {
+	var v T
+	if err := c.do(http.MethodGet, path, nil, &v); err != nil {
+		return err
+	}
+	return c.print(v, func(w io.Writer) error { return table(w, v) })
+}
+
 // listPages reads every page of a list endpoint paged with page and
 // page_size (GET /projects, GET /users). It gives up after maxListPages,
 // rather than loop on a server that ignores page.

@@ -207,12 +207,8 @@ func (m *Main) stdinLines(n int) ([]string, error) {
 			}
 			return nil, fmt.Errorf("standard input holds %d password(s), want %d, one a line", len(out), n)
 		}
+		// A read after the last line is empty: too few lines end above.
 		out = append(out, line)
-		if err != nil { // EOF after the last line
-			if len(out) < n {
-				return nil, fmt.Errorf("standard input holds %d password(s), want %d, one a line", len(out), n)
-			}
-		}
 	}
 	return out, nil
 }

@@ -102,7 +102,7 @@ func clientOf(c *cli.Context) (apiClient, string, error) {
 		if a.password == "" && a.user == saved.User {
 			switch {
 			case saved.RefreshToken != "":
-				a.tokens = newTokenSource(a.server, a.user, saved.RefreshToken, a.http)
+				a.tokens = newTokenSource(a.server, a.user, saved.RefreshToken)
 				a.tokens.keep = func(refresh string) error {
 					saved.RefreshToken = refresh
 					_, err := saveLogin(saved)
@@ -141,7 +141,6 @@ type apiClient struct {
 	server, user, password string
 	// tokens, when set, authenticates instead of the password.
 	tokens *tokenSource
-	http   *http.Client // nil: http.DefaultClient
 }
 
 // registryAuth is how registry clients (go-containerregistry, cosign)
@@ -204,7 +203,7 @@ func (a apiClient) send(ctx context.Context, method, path string, in, out any) (
 		}
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Accept", "application/json")
-		resp, b, err := exchange(a.http, req)
+		resp, b, err := exchange(req)
 		if err != nil {
 			return nil, err
 		}
@@ -237,13 +236,10 @@ func serverURL(server string) (*url.URL, error) {
 	return u, nil
 }
 
-// exchange sends req with hc (nil: http.DefaultClient) and returns the
-// answer with its body, read whole (up to 1 MiB) and closed.
-func exchange(hc *http.Client, req *http.Request) (*http.Response, []byte, error) {
-	if hc == nil {
-		hc = http.DefaultClient
-	}
-	resp, err := hc.Do(req)
+// exchange sends req and returns the answer with its body, read whole (up
+// to 1 MiB) and closed.
+func exchange(req *http.Request) (*http.Response, []byte, error) {
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s %s: %w", req.Method, req.URL.Redacted(), err)
 	}

@@ -116,7 +116,7 @@ func (m *Main) loginCommands() []*cli.Command {
 				if err != nil {
 					return err
 				}
-				tr, err := passwordGrant(c.Context, nil, server, user, password)
+				tr, err := passwordGrant(c.Context, server, user, password)
 				if err != nil {
 					return fmt.Errorf("login to %s: %w", server, err)
 				}

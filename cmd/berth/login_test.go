@@ -219,7 +219,7 @@ func TestLogout(t *testing.T) {
 func TestTokenSourceRenewsBeforeExpiry(t *testing.T) {
 	f := newFakeAPI(t)
 	now := time.Unix(1_700_000_000, 0)
-	s := newTokenSource(f.URL(), "alice", fakeAliceRefresh, nil)
+	s := newTokenSource(f.URL(), "alice", fakeAliceRefresh)
 	s.now = func() time.Time { return now }
 	first, err := s.token(t.Context())
 	if err != nil {
@@ -241,7 +241,7 @@ func TestTokenSourceRenewsBeforeExpiry(t *testing.T) {
 func TestTokenSourceKeepsARotatedRefreshToken(t *testing.T) {
 	srv := newTokenServer(t, `{"access_token":"a1","expires_in":60,"refresh_token":"rotated"}`)
 	var kept string
-	s := newTokenSource(srv, "alice", "old", nil)
+	s := newTokenSource(srv, "alice", "old")
 	s.keep = func(r string) error { kept = r; return nil }
 	if _, err := s.token(t.Context()); err != nil {
 		t.Fatal(err)

@@ -135,49 +135,55 @@ func (r *Remote) EnsureProject(ctx context.Context, repo string) {
 // ensureProjectRetry is how long a failed EnsureProject is not repeated.
 const ensureProjectRetry = time.Minute
 
+// ensureProject looks project up at the endpoint and creates it, private,
+// when it is not there.
 func (r *Remote) ensureProject(ctx context.Context, project string) error {
-	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
-	defer cancel()
-	c := &http.Client{Transport: r.inner}
-	api := func(method, path string, body []byte) (int, error) {
-		req, err := http.NewRequestWithContext(ctx, method, r.base.String()+path, bytes.NewReader(body))
-		if err != nil {
-			return 0, err
-		}
-		if body != nil {
-			req.Header.Set("Content-Type", "application/json")
-		}
-		if cfg, err := r.auth.Authorization(); err == nil && cfg.Username != "" {
-			req.SetBasicAuth(cfg.Username, cfg.Password)
-		}
-		resp, err := c.Do(req)
-		if err != nil {
-			return 0, err
-		}
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody))
-		resp.Body.Close()
-		return resp.StatusCode, nil
+	_, err := r.api(ctx, "look up project "+project, http.MethodGet, "projects/"+url.PathEscape(project), nil, http.StatusOK)
+	var se *StatusError
+	switch {
+	case err == nil:
+		return nil // it is there
+	case !errors.As(err, &se) || se.Status != http.StatusNotFound:
+		return err
 	}
-	status, err := api(http.MethodGet, "/api/v1/projects/"+url.PathEscape(project), nil)
+	body, err := json.Marshal(map[string]any{"name": project, "public": false})
 	if err != nil {
 		return err
 	}
-	if status == http.StatusOK {
-		return nil
-	}
-	if status != http.StatusNotFound {
-		return fmt.Errorf("look up project %s: status %d", project, status)
-	}
-	body, _ := json.Marshal(map[string]any{"name": project, "public": false})
-	status, err = api(http.MethodPost, "/api/v1/projects", body)
-	switch {
-	case err != nil:
-		return err
-	case status == http.StatusCreated || status == http.StatusOK || status == http.StatusConflict:
+	status, err := r.api(ctx, "create project "+project, http.MethodPost, "projects", body,
+		http.StatusCreated, http.StatusOK, http.StatusConflict)
+	if status == http.StatusCreated {
 		r.logger.Info("created the destination project", "project", project)
-		return nil
 	}
-	return fmt.Errorf("create project %s: status %d", project, status)
+	return err
+}
+
+// api sends one request to path under the endpoint's management API
+// (berth's /api/v1/), with the endpoint's credentials as basic auth and
+// body as JSON, and returns the status, one of ok; other statuses are a
+// *StatusError.
+func (r *Remote) api(ctx context.Context, op, method, path string, body []byte, ok ...int) (int, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, cancel, err := r.request(ctx, method, "/api/v1/"+path, rd)
+	if err != nil {
+		return 0, err
+	}
+	defer cancel()
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if cfg, err := r.auth.Authorization(); err == nil && cfg.Username != "" {
+		req.SetBasicAuth(cfg.Username, cfg.Password)
+	}
+	resp, err := r.do(&http.Client{Transport: r.inner}, req, op, ok...)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
 }
 
 // Endpoint is the endpoint r talks to.

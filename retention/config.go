@@ -5,7 +5,7 @@ import (
 	"time"
 )
 
-// Config tunes a Runner. cmd fills it from flags.
+// Config tunes a Runner; cmd uses DefaultConfig.
 type Config struct {
 	// Poll is how often the leader looks for schedules that are due. Cron
 	// schedules have a resolution of a minute; a due run starts at most

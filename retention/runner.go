@@ -141,12 +141,18 @@ func (r *Runner) stale(run policy.RetentionRun, now time.Time) bool {
 func (r *Runner) run(ctx context.Context, p policy.Project, dry bool, trigger string) (policy.RetentionRun, error) {
 	start := time.Now()
 	// Another node may be running it (a manual run through another node,
-	// or the leader's schedule): its record says so.
-	if runs, err := r.store.RetentionRuns(ctx, p.Name, 1); err != nil {
+	// or the leader's schedule): its record says so. A record that says so
+	// for too long is of a node that stopped: it is recorded interrupted.
+	runs, err := r.store.RetentionRuns(ctx, p.Name, 1)
+	if err != nil {
 		return policy.RetentionRun{}, fmt.Errorf("retention of project %s: read its runs: %w", p.Name, err)
-	} else if len(runs) > 0 && runs[0].Status == policy.RunRunning && !r.stale(runs[0], start) {
-		return policy.RetentionRun{}, fmt.Errorf("retention of project %s: run %d, started %s, has not ended (an interrupted run counts as ended %s after its start): %w",
-			p.Name, runs[0].ID, time.Unix(0, runs[0].Started).UTC().Format(time.RFC3339), r.cfg.RunTimeout+staleMargin, ErrRunning)
+	}
+	if len(runs) > 0 && runs[0].Status == policy.RunRunning {
+		if !r.stale(runs[0], start) {
+			return policy.RetentionRun{}, fmt.Errorf("retention of project %s: run %d, started %s, has not ended (an interrupted run counts as ended %s after its start): %w",
+				p.Name, runs[0].ID, time.Unix(0, runs[0].Started).UTC().Format(time.RFC3339), r.cfg.RunTimeout+staleMargin, ErrRunning)
+		}
+		r.recordInterrupted(ctx, runs[0])
 	}
 
 	ctx = policy.WithActor(ctx, policy.Actor{Name: Actor})
@@ -162,7 +168,7 @@ func (r *Runner) run(ctx context.Context, p policy.Project, dry bool, trigger st
 
 	rctx, cancel := context.WithTimeout(ctx, r.cfg.RunTimeout)
 	t := &tally{}
-	err := r.execute(rctx, *p.Retention, p.Name, start.UnixNano(), dry, t, log)
+	err = r.execute(rctx, *p.Retention, p.Name, start.UnixNano(), dry, t, log)
 	cancel()
 	if err == nil && t.refused > 0 {
 		err = fmt.Errorf("%w: %d, the first: %v", ErrRefused, t.refused, t.firstRefusal)

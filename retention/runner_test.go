@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -119,16 +120,21 @@ func TestLatestPushedKeepsKPerRepositoryWithTheirAccessories(t *testing.T) {
 	for _, e := range events {
 		at[e.Target] = e.ID
 	}
+	checked := 0
 	for _, repo := range []string{"proj/a", "proj/team/b"} {
 		for i := 0; i < len(drop); i += 3 {
 			subject, sig, sbom := at[repo+"@"+string(drop[i])], at[repo+"@"+string(drop[i+1])], at[repo+"@"+string(drop[i+2])]
 			if subject == 0 {
 				continue // the other repository's
 			}
+			checked++
 			if sig == 0 || sbom == 0 || sig > subject || sbom > subject {
 				t.Errorf("%s@%s deleted (event %d) before its signature (%d) and SBOM (%d)", repo, drop[i], subject, sig, sbom)
 			}
 		}
+	}
+	if checked != len(drop)/3 {
+		t.Errorf("the delete events name %d of the %d deleted subjects (targets %v)", checked, len(drop)/3, slices.Collect(maps.Keys(at)))
 	}
 
 	if got := metric(t, reg, "berth_retention_runs_total", "result", "succeeded"); got != 1 {

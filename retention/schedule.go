@@ -154,6 +154,12 @@ func (r *Runner) markInterrupted(ctx context.Context, run policy.RetentionRun) {
 		return
 	}
 	defer r.end(run.Project)
+	r.recordInterrupted(ctx, run)
+}
+
+// recordInterrupted records run as failed: its node stopped before it
+// recorded its end. The caller holds the project's begin.
+func (r *Runner) recordInterrupted(ctx context.Context, run policy.RetentionRun) {
 	run.Status = policy.RunFailed
 	run.Error = "interrupted: its node stopped before the run ended"
 	run.Finished = run.Started + int64(r.cfg.RunTimeout)

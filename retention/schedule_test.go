@@ -364,6 +364,30 @@ func TestInterruptedRuns(t *testing.T) {
 	})
 }
 
+// TestRunAfterAnInterruptedOne: a project without a schedule is never
+// seen by the leader's scheduler; its next run records the interrupted
+// one as failed, so that it does not stay "running" for ever.
+func TestRunAfterAnInterruptedOne(t *testing.T) {
+	s := newMemStore()
+	now := time.Now()
+	s.addProject("p", "", now, now)
+	at := now.Add(-7 * time.Hour) // runs end by RunTimeout, 6h
+	_ = s.PutRetentionRun(context.Background(), policy.RetentionRun{ID: uint64(at.UnixNano()), Project: "p",
+		Trigger: retention.TriggerManual, Status: policy.RunRunning, Started: at.UnixNano()})
+	r, err := retention.New(retention.DefaultConfig(), s, quiet(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run, err := r.RunRetention(context.Background(), "p", true)
+	if err != nil || run.Status != policy.RunSucceeded {
+		t.Fatalf("a run after an interrupted one: %+v, %v", run, err)
+	}
+	runs, _ := s.RetentionRuns(context.Background(), "p", 2)
+	if len(runs) != 2 || runs[1].ID != uint64(at.UnixNano()) || runs[1].Status != policy.RunFailed || !strings.Contains(runs[1].Error, "interrupted") {
+		t.Fatalf("the interrupted run: %+v", runs)
+	}
+}
+
 func TestScheduledRunsHappenOnTheLeader(t *testing.T) {
 	f := newFixture(t)
 	pol := latestPushed(1)

@@ -32,17 +32,15 @@ type call struct {
 // action makes the Action of a command taking exactly the named arguments.
 func (m *Main) action(fn func(*call) error, names ...string) cli.ActionFunc {
 	return func(c *cli.Context) error {
-		if c.NArg() != len(names) {
-			if len(names) == 0 {
-				return fmt.Errorf("%s takes no arguments, got %q", c.Command.FullName(), c.Args().Slice())
-			}
-			return fmt.Errorf("%s takes %s, got %d argument(s)", c.Command.FullName(), strings.Join(names, " "), c.NArg())
+		a, err := args(c, names...)
+		if err != nil {
+			return err
 		}
-		output := c.String("output")
-		if output != outputTable && output != outputJSON {
-			return fmt.Errorf("output %q: want table or json", output)
+		output, err := outputOf(c)
+		if err != nil {
+			return err
 		}
-		return fn(&call{Context: c, m: m, args: c.Args().Slice(), output: output})
+		return fn(&call{Context: c, m: m, args: a, output: output})
 	}
 }
 
@@ -70,13 +68,16 @@ func (c *call) send(method, path string, in, out any) (http.Header, error) {
 	if err != nil {
 		return nil, err
 	}
-	var body io.Reader
-	if in != nil {
-		if body, err = jsonBody(in); err != nil {
-			return nil, err
-		}
+	return a.send(c.Context.Context, method, path, in, out)
+}
+
+// show GETs path and prints the answer: as JSON, or as table writes it.
+func show[T any](c *call, path string, table func(io.Writer, T) error) error {
+	var v T
+	if err := c.do(http.MethodGet, path, nil, &v); err != nil {
+		return err
 	}
-	return a.send(c.Context.Context, method, path, body, out)
+	return c.print(v, func(w io.Writer) error { return table(w, v) })
 }
 
 // listPages reads every page of a list endpoint paged with page and

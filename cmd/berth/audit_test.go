@@ -79,15 +79,20 @@ func TestAuditFilters(t *testing.T) {
 		t.Errorf("with --server-password, asked as %q", rs[len(rs)-1].Who)
 	}
 
-	for _, args := range [][]string{
-		{"audit", "--since", "yesterday"},
-		{"audit", "--limit", "0"},
-		{"audit", "extra"},
+	f.wantRequests([2]string{"GET /api/v1/audit", ""}, [2]string{"GET /api/v1/audit", ""})
+	for _, tt := range []struct {
+		args []string
+		err  string
+	}{
+		{[]string{"audit", "--since", "yesterday"}, "--since"},
+		{[]string{"audit", "--limit", "0"}, "limit 0"},
+		{[]string{"audit", "extra"}, "takes no arguments"},
 	} {
-		if _, _, err := f.runCLI("", args...); err == nil {
-			t.Errorf("%q accepted", args)
+		if _, _, err := f.runCLI("", tt.args...); err == nil || !strings.Contains(err.Error(), tt.err) {
+			t.Errorf("%q: err = %v, want one about %s", tt.args, err, tt.err)
 		}
 	}
+	f.wantRequests()
 }
 
 func TestAuditPages(t *testing.T) {

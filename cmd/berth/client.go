@@ -78,9 +78,9 @@ func clientFrom(c *cli.Context, name string) (apiClient, string, error) {
 // The server comes from --server (BERTH_SERVER), else the saved login,
 // else the default.
 func clientOf(c *cli.Context) (apiClient, string, error) {
-	output := c.String("output")
-	if output != outputTable && output != outputJSON {
-		return apiClient{}, "", fmt.Errorf("output %q: want table or json", output)
+	output, err := outputOf(c)
+	if err != nil {
+		return apiClient{}, "", err
 	}
 	userFlag, passwordFlag := "user", "password"
 	if c.IsSet("server-user") || c.IsSet("server-password") || c.String("server-user") != "" {
@@ -102,7 +102,7 @@ func clientOf(c *cli.Context) (apiClient, string, error) {
 		if a.password == "" && a.user == saved.User {
 			switch {
 			case saved.RefreshToken != "":
-				a.tokens = newTokenSource(a.server, a.user, saved.RefreshToken, a.http)
+				a.tokens = newTokenSource(a.server, a.user, saved.RefreshToken)
 				a.tokens.keep = func(refresh string) error {
 					saved.RefreshToken = refresh
 					_, err := saveLogin(saved)
@@ -126,13 +126,21 @@ func clientOf(c *cli.Context) (apiClient, string, error) {
 	return a, output, nil
 }
 
+// outputOf returns the output format of a client command (--output).
+func outputOf(c *cli.Context) (string, error) {
+	output := c.String("output")
+	if output != outputTable && output != outputJSON {
+		return "", fmt.Errorf("output %q: want table or json", output)
+	}
+	return output, nil
+}
+
 // apiClient calls a node's management API, with HTTP basic auth or, after
 // `berth login`, Bearer access tokens.
 type apiClient struct {
 	server, user, password string
 	// tokens, when set, authenticates instead of the password.
 	tokens *tokenSource
-	http   *http.Client // nil: http.DefaultClient
 }
 
 // registryAuth is how registry clients (go-containerregistry, cosign)
@@ -147,20 +155,21 @@ func (a apiClient) registryAuth() authn.Authenticator {
 	return &authn.Basic{Username: a.user, Password: a.password}
 }
 
-// do sends a request to path (relative to /api/v1/) and decodes a 2xx JSON
-// answer into out; other answers become errors carrying the server's message.
-func (a apiClient) do(ctx context.Context, method, path string, body io.Reader, out any) error {
-	_, err := a.send(ctx, method, path, body, out)
+// do sends a request to path (relative to /api/v1/) with in, when not
+// nil, as its JSON body, and decodes a 2xx JSON answer into out; other
+// answers become errors carrying the server's message.
+func (a apiClient) do(ctx context.Context, method, path string, in, out any) error {
+	_, err := a.send(ctx, method, path, in, out)
 	return err
 }
 
 // send is do that also returns the answer's header (a Link to the next
 // page). With tokens, a 401 is tried once more with a new access token:
 // the server may have dropped the one held (a key rotation).
-func (a apiClient) send(ctx context.Context, method, path string, body io.Reader, out any) (http.Header, error) {
-	base, err := url.Parse(a.server)
-	if err != nil || base.Scheme == "" || base.Host == "" {
-		return nil, fmt.Errorf("server %q: want a URL like http://127.0.0.1:5000", a.server)
+func (a apiClient) send(ctx context.Context, method, path string, in, out any) (http.Header, error) {
+	base, err := serverURL(a.server)
+	if err != nil {
+		return nil, err
 	}
 	rel, err := url.Parse(path)
 	if err != nil {
@@ -169,21 +178,17 @@ func (a apiClient) send(ctx context.Context, method, path string, body io.Reader
 	u := base.JoinPath(api.Prefix, rel.Path)
 	u.RawQuery = rel.RawQuery
 	var payload []byte
-	if body != nil {
-		if payload, err = io.ReadAll(body); err != nil {
+	if in != nil {
+		if payload, err = json.Marshal(in); err != nil {
 			return nil, err
 		}
 	}
-	client := a.http
-	if client == nil {
-		client = http.DefaultClient
-	}
 	for attempt := 1; ; attempt++ {
-		var rd io.Reader
-		if body != nil {
-			rd = bytes.NewReader(payload)
+		var body io.Reader
+		if in != nil {
+			body = bytes.NewReader(payload)
 		}
-		req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
+		req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
 		if err != nil {
 			return nil, err
 		}
@@ -198,14 +203,9 @@ func (a apiClient) send(ctx context.Context, method, path string, body io.Reader
 		}
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Accept", "application/json")
-		resp, err := client.Do(req)
+		resp, b, err := exchange(req)
 		if err != nil {
-			return nil, fmt.Errorf("%s %s: %w", method, u.Redacted(), err)
-		}
-		b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		resp.Body.Close()
-		if err != nil {
-			return nil, fmt.Errorf("%s %s: read answer: %w", method, u.Redacted(), err)
+			return nil, err
 		}
 		if resp.StatusCode == http.StatusUnauthorized && bearer != "" {
 			a.tokens.forget(bearer)
@@ -225,4 +225,28 @@ func (a apiClient) send(ctx context.Context, method, path string, body io.Reader
 		}
 		return resp.Header, nil
 	}
+}
+
+// serverURL parses the URL of a node (--server, a saved login).
+func serverURL(server string) (*url.URL, error) {
+	u, err := url.Parse(server)
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		return nil, fmt.Errorf("server %q: want a URL like http://127.0.0.1:5000", server)
+	}
+	return u, nil
+}
+
+// exchange sends req and returns the answer with its body, read whole (up
+// to 1 MiB) and closed.
+func exchange(req *http.Request) (*http.Response, []byte, error) {
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s %s: %w", req.Method, req.URL.Redacted(), err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s %s: read answer: %w", req.Method, req.URL.Redacted(), err)
+	}
+	return resp, b, nil
 }

@@ -65,9 +65,6 @@ type Config struct {
 	TokenKeyRotation   time.Duration `yaml:"token_key_rotation"`
 }
 
-// maxTokenExpiry bounds token_expiry: access tokens are short-lived.
-const maxTokenExpiry = 5 * time.Minute
-
 // Log formats accepted by log_format.
 const (
 	logFormatAuto = "auto" // text on a terminal, JSON otherwise
@@ -80,6 +77,7 @@ const (
 func DefaultConfig() Config {
 	rc := registry.DefaultConfig()
 	pc := replicate.DefaultConfig()
+	ac := registry.DefaultAuthConfig()
 	return Config{
 		ReplicationWorkers:    pc.Workers,
 		ReplicationLease:      pc.Lease,
@@ -100,9 +98,9 @@ func DefaultConfig() Config {
 		MaxBlobSize:           rc.MaxBlobSize,
 		LogLevel:              "info",
 		LogFormat:             logFormatAuto,
-		TokenExpiry:           maxTokenExpiry,
-		RefreshTokenExpiry:    30 * 24 * time.Hour,
-		ProjectCreation:       api.ProjectCreationEveryone,
+		TokenExpiry:           ac.TokenTTL,
+		RefreshTokenExpiry:    ac.RefreshTTL,
+		ProjectCreation:       api.DefaultConfig().ProjectCreation,
 		AuditRetention:        cluster.DefaultConfig().AuditRetention,
 		AuditMaxEvents:        cluster.DefaultConfig().AuditMaxEvents,
 		TokenKeyRotation:      cluster.DefaultConfig().TokenKeyRotation,
@@ -150,8 +148,8 @@ func (c Config) Validate() error {
 			return fmt.Errorf("external_url %q: want http(s)://host[:port][/path], the address clients reach berth at", c.ExternalURL)
 		}
 	}
-	if c.TokenExpiry <= 0 || c.TokenExpiry > maxTokenExpiry {
-		return fmt.Errorf("token_expiry %s: want more than 0 and at most %s", c.TokenExpiry, maxTokenExpiry)
+	if c.TokenExpiry <= 0 || c.TokenExpiry > registry.MaxTokenTTL {
+		return fmt.Errorf("token_expiry %s: want more than 0 and at most %s", c.TokenExpiry, registry.MaxTokenTTL)
 	}
 	if c.RefreshTokenExpiry < c.TokenExpiry {
 		return fmt.Errorf("refresh_token_expiry %s must not be shorter than token_expiry", c.RefreshTokenExpiry)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -40,11 +39,7 @@ func (m *Main) gcCommand() *cli.Command {
 
 func (a apiClient) gc(ctx context.Context, dryRun bool) (api.GCResponse, error) {
 	var res api.GCResponse
-	body, err := json.Marshal(api.GCRequest{DryRun: dryRun})
-	if err != nil {
-		return res, err
-	}
-	err = a.do(ctx, http.MethodPost, "gc", strings.NewReader(string(body)), &res)
+	err := a.do(ctx, http.MethodPost, "gc", api.GCRequest{DryRun: dryRun}, &res)
 	return res, err
 }
 

@@ -116,7 +116,7 @@ func (m *Main) loginCommands() []*cli.Command {
 				if err != nil {
 					return err
 				}
-				tr, err := passwordGrant(c.Context, nil, server, user, password)
+				tr, err := passwordGrant(c.Context, server, user, password)
 				if err != nil {
 					return fmt.Errorf("login to %s: %w", server, err)
 				}
@@ -207,12 +207,8 @@ func (m *Main) stdinLines(n int) ([]string, error) {
 			}
 			return nil, fmt.Errorf("standard input holds %d password(s), want %d, one a line", len(out), n)
 		}
+		// A read after the last line is empty: too few lines end above.
 		out = append(out, line)
-		if err != nil { // EOF after the last line
-			if len(out) < n {
-				return nil, fmt.Errorf("standard input holds %d password(s), want %d, one a line", len(out), n)
-			}
-		}
 	}
 	return out, nil
 }

@@ -148,7 +148,11 @@ func TestExplicitCredentialsUseBasicAuth(t *testing.T) {
 	t.Setenv("BERTH_USER", "admin")
 	t.Setenv("BERTH_PASSWORD", fakeAdminPassword)
 	f.mustRun("policy", "list")
-	for _, r := range f.requests() {
+	rs := f.requests()
+	if len(rs) != 2 {
+		t.Fatalf("%d requests, want 2", len(rs))
+	}
+	for _, r := range rs {
 		if r.Who != "basic admin" {
 			t.Errorf("%s %s authenticated as %q, want basic admin", r.Method, r.Path, r.Who)
 		}
@@ -215,19 +219,19 @@ func TestLogout(t *testing.T) {
 func TestTokenSourceRenewsBeforeExpiry(t *testing.T) {
 	f := newFakeAPI(t)
 	now := time.Unix(1_700_000_000, 0)
-	s := newTokenSource(f.URL(), "alice", fakeAliceRefresh, nil)
+	s := newTokenSource(f.URL(), "alice", fakeAliceRefresh)
 	s.now = func() time.Time { return now }
 	first, err := s.token(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
 	now = now.Add(4 * time.Minute) // of 5
-	if again, _ := s.token(t.Context()); again != first {
-		t.Errorf("a token valid for another minute was replaced")
+	if again, err := s.token(t.Context()); err != nil || again != first {
+		t.Errorf("a token valid for another minute was replaced: %q, %v", again, err)
 	}
 	now = now.Add(55 * time.Second) // 5 s left
-	if renewed, _ := s.token(t.Context()); renewed == first {
-		t.Errorf("a token about to expire was kept")
+	if renewed, err := s.token(t.Context()); err != nil || renewed == first {
+		t.Errorf("a token about to expire was kept: %q, %v", renewed, err)
 	}
 	if n := len(f.tokenGrants()); n != 2 {
 		t.Errorf("%d token requests, want 2", n)
@@ -237,7 +241,7 @@ func TestTokenSourceRenewsBeforeExpiry(t *testing.T) {
 func TestTokenSourceKeepsARotatedRefreshToken(t *testing.T) {
 	srv := newTokenServer(t, `{"access_token":"a1","expires_in":60,"refresh_token":"rotated"}`)
 	var kept string
-	s := newTokenSource(srv, "alice", "old", nil)
+	s := newTokenSource(srv, "alice", "old")
 	s.keep = func(r string) error { kept = r; return nil }
 	if _, err := s.token(t.Context()); err != nil {
 		t.Fatal(err)

@@ -296,6 +296,7 @@ func TestServeRejectsBadConfigBeforeTouchingDisk(t *testing.T) {
 		{"unspecified advertise address", "--advertise", "0.0.0.0", "advertise address"},
 		{"bad join address", "--join", "node1", "join address"},
 		{"zero gc grace", "--gc-grace", "0s", "gc grace"},
+		{"external url the token challenge cannot carry", "--external-url", "https://registry.example/a,b", "external URL"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

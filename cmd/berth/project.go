@@ -90,11 +90,7 @@ func (m *Main) projectCommand() *cli.Command {
 				ArgsUsage: "NAME",
 				Flags:     clientFlags(),
 				Action: m.action(func(c *call) error {
-					var p projectView
-					if err := c.do(http.MethodGet, pathOf("projects", c.args[0]), nil, &p); err != nil {
-						return err
-					}
-					return c.print(p, func(w io.Writer) error { return printProject(w, p) })
+					return show(c, pathOf("projects", c.args[0]), printProject)
 				}, "NAME"),
 			},
 			{
@@ -213,11 +209,7 @@ func (m *Main) memberCommand() *cli.Command {
 				ArgsUsage: "PROJECT",
 				Flags:     clientFlags(),
 				Action: m.action(func(c *call) error {
-					var ms []policy.Member
-					if err := c.do(http.MethodGet, pathOf("projects", c.args[0], "members"), nil, &ms); err != nil {
-						return err
-					}
-					return c.print(ms, func(w io.Writer) error {
+					return show(c, pathOf("projects", c.args[0], "members"), func(w io.Writer, ms []policy.Member) error {
 						tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 						fmt.Fprintln(tw, "USER\tROLE")
 						for _, mb := range ms {
@@ -278,11 +270,7 @@ func (m *Main) quotaCommand() *cli.Command {
 				Usage: "every project's quota and usage (admin)",
 				Flags: clientFlags(),
 				Action: m.action(func(c *call) error {
-					var qs []quotaView
-					if err := c.do(http.MethodGet, "quotas", nil, &qs); err != nil {
-						return err
-					}
-					return c.print(qs, func(w io.Writer) error { return printQuotas(w, qs...) })
+					return show(c, "quotas", printQuotas)
 				}),
 			},
 			{
@@ -296,7 +284,7 @@ func (m *Main) quotaCommand() *cli.Command {
 						return err
 					}
 					q.Project = c.args[0]
-					return c.print(q, func(w io.Writer) error { return printQuotas(w, q) })
+					return c.print(q, func(w io.Writer) error { return printQuotas(w, []quotaView{q}) })
 				}, "PROJECT"),
 			},
 			{
@@ -340,14 +328,14 @@ func (m *Main) quotaCommand() *cli.Command {
 						return err
 					}
 					q.Project = c.args[0]
-					return c.print(q, func(w io.Writer) error { return printQuotas(w, q) })
+					return c.print(q, func(w io.Writer) error { return printQuotas(w, []quotaView{q}) })
 				}, "PROJECT"),
 			},
 		},
 	}
 }
 
-func printQuotas(w io.Writer, qs ...quotaView) error {
+func printQuotas(w io.Writer, qs []quotaView) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PROJECT\tSTORAGE\tARTIFACTS")
 	for _, q := range qs {

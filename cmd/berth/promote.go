@@ -68,12 +68,9 @@ func (m *Main) promoteCommand() *cli.Command {
 					return fmt.Errorf("promote refused: %s (%s): %w", a[0], digest, err)
 				}
 			}
-			body, err := jsonBody(replicate.PromoteRequest{SourceRepo: srcRepo, Digest: digest, DestRepo: dstRepo, DestTag: dstTag, Endpoint: c.String("endpoint")})
-			if err != nil {
-				return err
-			}
+			req := replicate.PromoteRequest{SourceRepo: srcRepo, Digest: digest, DestRepo: dstRepo, DestTag: dstTag, Endpoint: c.String("endpoint")}
 			var res replicate.PromoteResult
-			if err := client.do(c.Context, http.MethodPost, "promote", body, &res); err != nil {
+			if err := client.do(c.Context, http.MethodPost, "promote", req, &res); err != nil {
 				return err
 			}
 			if output == outputJSON {

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -22,19 +20,14 @@ import (
 
 // args checks that a command got exactly the named arguments.
 func args(c *cli.Context, names ...string) ([]string, error) {
-	if c.NArg() != len(names) {
+	switch {
+	case c.NArg() == len(names):
+	case len(names) == 0:
+		return nil, fmt.Errorf("%s takes no arguments, got %q", c.Command.FullName(), c.Args().Slice())
+	default:
 		return nil, fmt.Errorf("%s takes %s, got %d argument(s)", c.Command.FullName(), strings.Join(names, " "), c.NArg())
 	}
 	return c.Args().Slice(), nil
-}
-
-// jsonBody encodes v for a request.
-func jsonBody(v any) (io.Reader, error) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return nil, err
-	}
-	return bytes.NewReader(b), nil
 }
 
 // when formats unix nanoseconds for a table.
@@ -76,16 +69,12 @@ func (m *Main) endpointCommand() *cli.Command {
 						Name: a[0], URL: c.String("url"), Type: c.String("type"), Insecure: c.Bool("insecure"),
 						User: c.String("user"), Password: password, SkipCheck: c.Bool("skip-check"),
 					}
-					body, err := jsonBody(spec)
-					if err != nil {
-						return err
-					}
 					method, path := http.MethodPost, "endpoints"
 					if c.Bool("replace") {
 						method, path = http.MethodPut, "endpoints/"+url.PathEscape(a[0])
 					}
 					var ep replicate.EndpointView
-					if err := client.do(c.Context, method, path, body, &ep); err != nil {
+					if err := client.do(c.Context, method, path, spec, &ep); err != nil {
 						return err
 					}
 					return printEndpoints(m.Stdout, output, ep)
@@ -271,22 +260,19 @@ func (m *Main) policyCommand() *cli.Command {
 						return err
 					}
 					enabled := !c.Bool("disabled")
-					body, err := jsonBody(map[string]any{
+					rule := map[string]any{
 						"name": a[0], "endpoint": c.String("endpoint"), "repos": c.String("repos"), "tags": c.String("tags"),
 						"exclude_repos": c.String("exclude-repos"), "exclude_tags": c.String("exclude-tags"),
 						"only_signed": c.Bool("only-signed"), "dest_prefix": c.String("dest-prefix"), "flatten": c.Int("flatten"),
 						"trigger": trigger, "cron": spec, "delete": c.Bool("delete"), "override": c.Bool("override"),
 						"bandwidth": bw, "concurrency": c.Int("concurrency"), "enabled": enabled,
-					})
-					if err != nil {
-						return err
 					}
 					method, path := http.MethodPost, "policies"
 					if c.Bool("replace") {
 						method, path = http.MethodPut, "policies/"+url.PathEscape(a[0])
 					}
 					var r policy.Rule
-					if err := client.do(c.Context, method, path, body, &r); err != nil {
+					if err := client.do(c.Context, method, path, rule, &r); err != nil {
 						return err
 					}
 					return printRules(m.Stdout, output, r)

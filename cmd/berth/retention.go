@@ -144,11 +144,7 @@ func (m *Main) retentionCommand() *cli.Command {
 				ArgsUsage: "PROJECT",
 				Flags:     clientFlags(),
 				Action: m.action(func(c *call) error {
-					var p policy.RetentionPolicy
-					if err := c.do(http.MethodGet, pathOf("projects", c.args[0], "retention"), nil, &p); err != nil {
-						return err
-					}
-					return c.print(p, func(w io.Writer) error { return printRetention(w, p) })
+					return show(c, pathOf("projects", c.args[0], "retention"), printRetention)
 				}, "PROJECT"),
 			},
 			{
@@ -258,11 +254,7 @@ func (m *Main) retentionCommand() *cli.Command {
 				ArgsUsage: "PROJECT",
 				Flags:     clientFlags(),
 				Action: m.action(func(c *call) error {
-					var runs []policy.RetentionRun
-					if err := c.do(http.MethodGet, pathOf("projects", c.args[0], "retention", "runs"), nil, &runs); err != nil {
-						return err
-					}
-					return c.print(runs, func(w io.Writer) error { return printRuns(w, runs...) })
+					return show(c, pathOf("projects", c.args[0], "retention", "runs"), printRuns)
 				}, "PROJECT"),
 			},
 			{
@@ -275,11 +267,7 @@ func (m *Main) retentionCommand() *cli.Command {
 					if err != nil {
 						return err
 					}
-					var run policy.RetentionRun
-					if err := c.do(http.MethodGet, pathOf("projects", c.args[0], "retention", "runs", strconv.FormatUint(id, 10)), nil, &run); err != nil {
-						return err
-					}
-					return c.print(run, func(w io.Writer) error { return printRun(w, run) })
+					return show(c, pathOf("projects", c.args[0], "retention", "runs", strconv.FormatUint(id, 10)), printRun)
 				}, "PROJECT", "ID"),
 			},
 		},
@@ -325,7 +313,7 @@ func printRetention(w io.Writer, p policy.RetentionPolicy) error {
 	return tw.Flush()
 }
 
-func printRuns(w io.Writer, runs ...policy.RetentionRun) error {
+func printRuns(w io.Writer, runs []policy.RetentionRun) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tTRIGGER\tDRY RUN\tSTATUS\tRETAINED\tDELETED\tSTARTED\tFINISHED\tERROR")
 	for _, r := range runs {
@@ -337,7 +325,7 @@ func printRuns(w io.Writer, runs ...policy.RetentionRun) error {
 // printRun shows a run and its decisions, deletions first as the server
 // lists them.
 func printRun(w io.Writer, r policy.RetentionRun) error {
-	if err := printRuns(w, r); err != nil {
+	if err := printRuns(w, []policy.RetentionRun{r}); err != nil {
 		return err
 	}
 	if len(r.Decisions) == 0 {
@@ -391,11 +379,7 @@ func (m *Main) immutableCommand() *cli.Command {
 				ArgsUsage: "PROJECT",
 				Flags:     clientFlags(),
 				Action: m.action(func(c *call) error {
-					var rs []policy.ImmutableRule
-					if err := c.do(http.MethodGet, pathOf("projects", c.args[0], "immutable"), nil, &rs); err != nil {
-						return err
-					}
-					return c.print(rs, func(w io.Writer) error { return printImmutable(w, rs...) })
+					return show(c, pathOf("projects", c.args[0], "immutable"), printImmutable)
 				}, "PROJECT"),
 			},
 			{
@@ -425,7 +409,7 @@ func (m *Main) immutableCommand() *cli.Command {
 					if err := c.do(http.MethodPost, pathOf("projects", c.args[0], "immutable"), in, &r); err != nil {
 						return err
 					}
-					return c.print(r, func(w io.Writer) error { return printImmutable(w, r) })
+					return c.print(r, func(w io.Writer) error { return printImmutable(w, []policy.ImmutableRule{r}) })
 				}, "PROJECT"),
 			},
 			{
@@ -448,7 +432,7 @@ func (m *Main) immutableCommand() *cli.Command {
 	}
 }
 
-func printImmutable(w io.Writer, rs ...policy.ImmutableRule) error {
+func printImmutable(w io.Writer, rs []policy.ImmutableRule) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tREPOS\tTAGS\tENABLED")
 	for _, r := range rs {

@@ -85,13 +85,16 @@ func TestRetentionSetShowClear(t *testing.T) {
 	f.mustRun("retention", "clear", "team")
 	f.wantRequests([2]string{"GET /api/v1/projects/team/retention", ""}, [2]string{"PUT /api/v1/projects/team/retention", `{"rules":[]}`})
 
-	for _, tt := range []struct{ args []string }{
-		{[]string{"retention", "set", "team"}},
-		{[]string{"retention", "set", "team", "--rule", "keep:5"}},
-		{[]string{"retention", "set", "team", "--rule", "always", "--schedule", "every day"}},
+	for _, tt := range []struct {
+		args []string
+		err  string
+	}{
+		{[]string{"retention", "set", "team"}, "at least one --rule"},
+		{[]string{"retention", "set", "team", "--rule", "keep:5"}, `kind "keep"`},
+		{[]string{"retention", "set", "team", "--rule", "always", "--schedule", "every day"}, `schedule "every day"`},
 	} {
-		if _, _, err := f.runCLI("", tt.args...); err == nil {
-			t.Errorf("%q accepted", tt.args)
+		if _, _, err := f.runCLI("", tt.args...); err == nil || !strings.Contains(err.Error(), tt.err) {
+			t.Errorf("%q: err = %v, want one about %s", tt.args, err, tt.err)
 		}
 	}
 	f.wantRequests()
@@ -140,8 +143,8 @@ func TestRetentionRun(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &got); err != nil || len(got.Decisions) != 2 {
 		t.Errorf("run-show -o json: %v\n%s", err, out)
 	}
-	if _, _, err := f.runCLI("", "retention", "run-show", "team", "seven"); err == nil {
-		t.Error("run-show with a bad id accepted")
+	if _, _, err := f.runCLI("", "retention", "run-show", "team", "seven"); err == nil || !strings.Contains(err.Error(), `run id "seven"`) {
+		t.Errorf("run-show with a bad id: %v", err)
 	}
 }
 
@@ -167,14 +170,17 @@ func TestImmutableCommands(t *testing.T) {
 		[2]string{"GET /api/v1/projects/team/immutable", ""},
 		[2]string{"DELETE /api/v1/projects/team/immutable/3", ""},
 	)
-	for _, args := range [][]string{
-		{"immutable", "add", "team"},
-		{"immutable", "add", "team", "--tags", "["},
-		{"immutable", "remove", "team", "x"},
-		{"immutable", "remove", "team", "0"},
+	for _, tt := range []struct {
+		args []string
+		err  string
+	}{
+		{[]string{"immutable", "add", "team"}, `"tags"`},
+		{[]string{"immutable", "add", "team", "--tags", "["}, "glob"},
+		{[]string{"immutable", "remove", "team", "x"}, `rule id "x"`},
+		{[]string{"immutable", "remove", "team", "0"}, `rule id "0"`},
 	} {
-		if _, _, err := f.runCLI("", args...); err == nil {
-			t.Errorf("%q accepted", args)
+		if _, _, err := f.runCLI("", tt.args...); err == nil || !strings.Contains(err.Error(), tt.err) {
+			t.Errorf("%q: err = %v, want one about %s", tt.args, err, tt.err)
 		}
 	}
 	f.wantRequests()

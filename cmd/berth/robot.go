@@ -248,11 +248,7 @@ func (m *Main) robotCommand() *cli.Command {
 					if p := c.String("project"); p != "" {
 						path = pathOf("projects", p, "robots")
 					}
-					var rs []policy.Robot
-					if err := c.do(http.MethodGet, path, nil, &rs); err != nil {
-						return err
-					}
-					return c.print(rs, func(w io.Writer) error {
+					return show(c, path, func(w io.Writer, rs []policy.Robot) error {
 						tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 						fmt.Fprintln(tw, "NAME\tLEVEL\tENABLED\tEXPIRES\tPERMISSIONS\tDESCRIPTION")
 						for _, r := range rs {
@@ -263,11 +259,7 @@ func (m *Main) robotCommand() *cli.Command {
 				}),
 			},
 			byName("show", "show a robot (never its secret)", nil, func(c *call, robot string) error {
-				var r policy.Robot
-				if err := c.do(http.MethodGet, pathOf("robots", robot), nil, &r); err != nil {
-					return err
-				}
-				return c.print(r, func(w io.Writer) error { return printRobot(w, r) })
+				return show(c, pathOf("robots", robot), printRobot)
 			}),
 			byName("disable", "disable a robot: it cannot log in until enabled", nil, setDisabled(true)),
 			byName("enable", "enable a disabled robot", nil, setDisabled(false)),

@@ -95,6 +95,13 @@ func (m *Main) serve(ctx context.Context, cfg Config) (err error) {
 	if err := bcfg.Validate(); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
+	if err := cfg.authConfig().Validate(); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	acfg := cfg.apiConfig()
+	if err := acfg.Validate(); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
 	probe, err := cfg.clusterConfig(cmp.Or(cfg.NodeID, "unknown"), []byte("0123456789abcdef"))
 	if err == nil {
 		err = probe.Validate()
@@ -194,12 +201,6 @@ func (m *Main) serve(ctx context.Context, cfg Config) (err error) {
 	engine, err := replicate.New(pcfg, node, reg.Content(), node, node, logger, metrics)
 	if err != nil {
 		return fmt.Errorf("start replication: %w", err)
-	}
-
-	// 8b'. The management API's own settings.
-	acfg := cfg.apiConfig()
-	if err := acfg.Validate(); err != nil {
-		return fmt.Errorf("config: %w", err)
 	}
 
 	// 8c. Tag retention: manual runs through the API, scheduled ones on the

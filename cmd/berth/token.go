@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -70,10 +69,10 @@ func (e *tokenError) refused() bool {
 }
 
 // requestToken posts form to server's token service.
-func requestToken(ctx context.Context, hc *http.Client, server string, form url.Values) (tokenResponse, error) {
-	base, err := url.Parse(server)
-	if err != nil || base.Scheme == "" || base.Host == "" {
-		return tokenResponse{}, fmt.Errorf("server %q: want a URL like http://127.0.0.1:5000", server)
+func requestToken(ctx context.Context, server string, form url.Values) (tokenResponse, error) {
+	base, err := serverURL(server)
+	if err != nil {
+		return tokenResponse{}, err
 	}
 	u := base.JoinPath(tokenPath)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), strings.NewReader(form.Encode()))
@@ -82,17 +81,9 @@ func requestToken(ctx context.Context, hc *http.Client, server string, form url.
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Accept", "application/json")
-	if hc == nil {
-		hc = http.DefaultClient
-	}
-	resp, err := hc.Do(req)
+	resp, b, err := exchange(req)
 	if err != nil {
-		return tokenResponse{}, fmt.Errorf("POST %s: %w", u.Redacted(), err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return tokenResponse{}, fmt.Errorf("POST %s: read answer: %w", u.Redacted(), err)
+		return tokenResponse{}, err
 	}
 	if resp.StatusCode/100 != 2 {
 		return tokenResponse{}, &tokenError{Status: resp.StatusCode, Msg: errorMessage(b)}
@@ -109,8 +100,8 @@ func requestToken(ctx context.Context, hc *http.Client, server string, form url.
 
 // passwordGrant logs user in at server and returns the answer, which
 // carries a refresh token (access_type=offline).
-func passwordGrant(ctx context.Context, hc *http.Client, server, user, password string) (tokenResponse, error) {
-	tr, err := requestToken(ctx, hc, server, url.Values{
+func passwordGrant(ctx context.Context, server, user, password string) (tokenResponse, error) {
+	tr, err := requestToken(ctx, server, url.Values{
 		"grant_type":  {"password"},
 		"username":    {user},
 		"password":    {password},
@@ -137,7 +128,6 @@ func passwordGrant(ctx context.Context, hc *http.Client, server, user, password 
 // for concurrent use.
 type tokenSource struct {
 	server, user string
-	http         *http.Client // nil: http.DefaultClient
 	now          func() time.Time
 	// keep, when set, saves a refresh token the service rotated.
 	keep func(refresh string) error
@@ -148,8 +138,8 @@ type tokenSource struct {
 	expires time.Time
 }
 
-func newTokenSource(server, user, refresh string, hc *http.Client) *tokenSource {
-	return &tokenSource{server: server, user: user, refresh: refresh, http: hc, now: time.Now}
+func newTokenSource(server, user, refresh string) *tokenSource {
+	return &tokenSource{server: server, user: user, refresh: refresh, now: time.Now}
 }
 
 // token returns an access token valid for at least tokenMargin.
@@ -160,7 +150,7 @@ func (s *tokenSource) token(ctx context.Context) (string, error) {
 		return s.access, nil
 	}
 	start := s.now()
-	tr, err := requestToken(ctx, s.http, s.server, url.Values{
+	tr, err := requestToken(ctx, s.server, url.Values{
 		"grant_type":    {"refresh_token"},
 		"refresh_token": {s.refresh},
 		"service":       {tokenService},

@@ -23,11 +23,7 @@ func (m *Main) tokenKeyCommand() *cli.Command {
 				Usage: "the keys the cluster keeps, newest first; the current one signs new tokens",
 				Flags: clientFlags(),
 				Action: m.action(func(c *call) error {
-					var keys []policy.SigningKey
-					if err := c.do(http.MethodGet, "system/token-keys", nil, &keys); err != nil {
-						return err
-					}
-					return c.print(keys, func(w io.Writer) error {
+					return show(c, "system/token-keys", func(w io.Writer, keys []policy.SigningKey) error {
 						tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 						fmt.Fprintln(tw, "KID\tCREATED\tCURRENT")
 						for _, k := range keys {

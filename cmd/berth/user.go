@@ -95,11 +95,7 @@ func (m *Main) userCommand() *cli.Command {
 				ArgsUsage: "NAME",
 				Flags:     clientFlags(),
 				Action: m.action(func(c *call) error {
-					var u policy.User
-					if err := c.do(http.MethodGet, pathOf("users", c.args[0]), nil, &u); err != nil {
-						return err
-					}
-					return c.print(u, func(w io.Writer) error { return printUser(w, u) })
+					return show(c, pathOf("users", c.args[0]), printUser)
 				}, "NAME"),
 			},
 			{

@@ -254,24 +254,22 @@ var workloadProjects = []string{"chaos", "chain", "pair"}
 // createProjects creates projects through n's management API as admin;
 // one that exists already is fine.
 func createProjects(ctx context.Context, n *Node, password string, projects ...string) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
 	for _, p := range projects {
 		body, _ := json.Marshal(map[string]any{"name": p, "public": true})
-		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		req, err := http.NewRequestWithContext(rctx, http.MethodPost, n.URL()+"/api/v1/projects", bytes.NewReader(body))
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, n.URL()+"/api/v1/projects", bytes.NewReader(body))
 		if err != nil {
-			cancel()
 			return err
 		}
 		req.SetBasicAuth("admin", password)
 		req.Header.Set("Content-Type", "application/json")
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
-			cancel()
 			return fmt.Errorf("create project %s: %w", p, err)
 		}
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		resp.Body.Close()
-		cancel()
 		if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusConflict {
 			return fmt.Errorf("create project %s: %s: %s", p, resp.Status, msg)
 		}

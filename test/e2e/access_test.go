@@ -108,9 +108,12 @@ func TestAccessRealClients(t *testing.T) {
 			host := srv.Host()
 			refused := func(what string, err error, out string) {
 				t.Helper()
-				if err == nil {
+				switch {
+				case err == nil:
 					t.Errorf("%s as %s succeeded; want it refused", what, a.user)
-				} else {
+				case !isRefusal(out):
+					t.Errorf("%s as %s failed, but not for want of access: %s", what, a.user, firstLines(out, 5))
+				default:
 					t.Logf("%s refused as expected: %s", what, firstLines(out, 3))
 				}
 			}
@@ -208,6 +211,19 @@ func TestAccessRealClients(t *testing.T) {
 	}
 }
 
+// isRefusal reports whether a client's output says the registry refused
+// access (a 401 or 403, with DENIED or UNAUTHORIZED), rather than failing
+// for another reason: each client words it its own way.
+func isRefusal(out string) bool {
+	out = strings.ToLower(out)
+	for _, w := range []string{"denied", "unauthorized", "forbidden", "authentication required", "no access", "401", "403"} {
+		if strings.Contains(out, w) {
+			return true
+		}
+	}
+	return false
+}
+
 // ociArchive writes a small OCI archive (tag e2e) for skopeo.
 func ociArchive(t *testing.T, c *clients) string {
 	t.Helper()
@@ -273,10 +289,14 @@ func dockerAndPodman(t *testing.T, c *clients, srv *Server, a account) {
 		t.Fatalf("podman pull as %s: %v %s", a.user, err, e)
 	}
 	beta := host + "/beta/podman-" + a.label + ":1"
-	if _, _, err := podman("tag", image, beta); err == nil {
-		if _, _, err := podman("push", "--tls-verify=false", "--signature-policy", c.path("policy.json"), beta); err == nil {
-			t.Errorf("podman push into beta as %s succeeded", a.user)
-		}
+	if _, e, err := podman("tag", image, beta); err != nil {
+		t.Fatalf("podman tag: %v %s", err, e)
+	}
+	switch o, e, err := podman("push", "--tls-verify=false", "--signature-policy", c.path("policy.json"), beta); {
+	case err == nil:
+		t.Errorf("podman push into beta as %s succeeded", a.user)
+	case !isRefusal(o + e):
+		t.Errorf("podman push into beta as %s failed, but not for want of access: %s", a.user, firstLines(o+e, 5))
 	}
 }
 
@@ -377,19 +397,36 @@ func TestTokenAttacksProcess(t *testing.T) {
 	if moved == string(payload) {
 		t.Fatalf("claims %s name no alpha/app", payload)
 	}
+	head, err := enc.DecodeString(parts[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var header struct {
+		Kid string `json:"kid"`
+	}
+	if err := json.Unmarshal(head, &header); err != nil || header.Kid == "" {
+		t.Fatalf("token header %s: no kid (%v)", head, err)
+	}
+	sig, err := enc.DecodeString(parts[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig[5] ^= 1
 	none := enc.EncodeToString([]byte(`{"alg":"none","typ":"JWT"}`))
-	tampered := []byte(parts[2])
-	tampered[5] ^= 1
-	for name, tok := range map[string]string{
-		"alg none":             none + "." + enc.EncodeToString([]byte(moved)) + ".",
-		"scope edited":         parts[0] + "." + enc.EncodeToString([]byte(moved)) + "." + parts[2],
-		"signature tampered":   parts[0] + "." + parts[1] + "." + string(tampered),
-		"hs256 with the kid":   hs256(t, enc.EncodeToString([]byte(moved)), "berth"),
-		"not a token":          "garbage",
-		"genuine, other scope": genuine,
+	// Each token is tried where its claims would grant access if the
+	// registry took it: the genuine claims on alpha/app, the moved ones on
+	// beta/app.
+	const alpha, beta = "/v2/alpha/app/manifests/1", "/v2/beta/app/manifests/1"
+	for name, tc := range map[string]struct{ token, path string }{
+		"alg none":             {none + "." + enc.EncodeToString([]byte(moved)) + ".", beta},
+		"scope edited":         {parts[0] + "." + enc.EncodeToString([]byte(moved)) + "." + parts[2], beta},
+		"signature tampered":   {parts[0] + "." + parts[1] + "." + enc.EncodeToString(sig), alpha},
+		"hs256 with the kid":   {hs256(t, header.Kid, enc.EncodeToString([]byte(moved)), "berth"), beta},
+		"not a token":          {"garbage", alpha},
+		"genuine, other scope": {genuine, beta},
 	} {
-		if code := get(tok, "/v2/beta/app/manifests/1"); code != http.StatusUnauthorized && code != http.StatusForbidden {
-			t.Errorf("%s: GET beta/app: %d, want 401 or 403", name, code)
+		if code := get(tc.token, tc.path); code != http.StatusUnauthorized && code != http.StatusForbidden {
+			t.Errorf("%s: GET %s: %d, want 401 or 403", name, tc.path, code)
 		}
 	}
 	// A deleted robot's token stops working (within the account cache's
@@ -417,11 +454,12 @@ func writeOCIArchive(t *testing.T, img v1.Image, dir, dst string) string {
 	return tarDir(t, dir, dst)
 }
 
-// hs256 signs payload (base64url) with HMAC-SHA-256 under key: a token
-// that pins no asymmetric algorithm would accept it.
-func hs256(t *testing.T, payload, key string) string {
+// hs256 signs payload (base64url) with HMAC-SHA-256 under key, with the
+// header naming kid: a verifier that pins no asymmetric algorithm would
+// accept it.
+func hs256(t *testing.T, kid, payload, key string) string {
 	t.Helper()
-	head := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`))
+	head := base64.RawURLEncoding.EncodeToString(fmt.Appendf(nil, `{"alg":"HS256","typ":"JWT","kid":%q}`, kid))
 	m := hmac.New(sha256.New, []byte(key))
 	m.Write([]byte(head + "." + payload))
 	return head + "." + payload + "." + base64.RawURLEncoding.EncodeToString(m.Sum(nil))

@@ -22,13 +22,11 @@ var fixtureProjects = []string{
 	"leaderkill", "followerkill", "freeze", "join", "rolling", "fivekill",
 }
 
-// CreateProject creates project name through the management API as admin;
-// one that exists already is fine. A flavor without projects does nothing.
-func (s *Server) CreateProject(name string, public bool) error {
-	if !s.flavor.projects() {
-		return nil
-	}
-	body, _ := json.Marshal(map[string]any{"name": name, "public": public})
+// createProject creates project name, public, through the management API
+// as admin; one that exists already is fine (every node of a cluster
+// creates them).
+func (s *Server) createProject(name string) error {
+	body, _ := json.Marshal(map[string]any{"name": name, "public": true})
 	req, err := http.NewRequest(http.MethodPost, s.URL()+"/api/v1/projects", bytes.NewReader(body))
 	if err != nil {
 		return err
@@ -48,10 +46,14 @@ func (s *Server) CreateProject(name string, public bool) error {
 	return fmt.Errorf("create project %s: %s: %s", name, resp.Status, b)
 }
 
-// createFixtureProjects creates fixtureProjects on s.
+// createFixtureProjects creates fixtureProjects on s. A flavor without
+// projects does nothing.
 func (s *Server) createFixtureProjects() error {
+	if !s.flavor.projects() {
+		return nil
+	}
 	for _, p := range fixtureProjects {
-		if err := s.CreateProject(p, true); err != nil {
+		if err := s.createProject(p); err != nil {
 			return err
 		}
 	}

@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +19,7 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/berth-registry/berth/policy"
 	"github.com/berth-registry/berth/replicate"
@@ -140,6 +143,16 @@ func TestReplicationEventSignaturesAndDeletes(t *testing.T) {
 	mustBerth(t, a, "replicate", "wait", "team/app:v1", "--timeout", "60s")
 	if got := digestAt(t, b, "team/app:v1"); got != d.String() {
 		t.Fatalf("after wait, b has %q, want %s", got, d)
+	}
+	// The project the engine created at b is private: anonymous callers,
+	// who may pull from public projects, cannot read it.
+	{
+		ctx := deadlineCtx(t, time.Minute)
+		_, err := remote.Head(b.ref(t, "team/app:v1"), remote.WithContext(ctx))
+		var terr *transport.Error
+		if !errors.As(err, &terr) || terr.StatusCode != http.StatusUnauthorized {
+			t.Errorf("anonymous HEAD of team/app:v1 at b: %v, want 401 (a private project)", err)
+		}
 	}
 
 	c := newClients(t, a)

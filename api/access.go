@@ -202,25 +202,6 @@ func anonymousMay(r policy.Resource, a policy.Action) bool {
 	return policy.Allowed(policy.Anonymous, policy.ProjectAccess{Name: "-", Exists: true, Public: true}, r, a)
 }
 
-// visible reports whether p may know that project pa exists: it may read
-// it, or it is a robot whose permission list names it.
-func visible(p policy.Principal, pa policy.ProjectAccess) bool {
-	if !pa.Exists {
-		return false
-	}
-	if policy.Allowed(p, pa, policy.ResProject, policy.ActRead) {
-		return true
-	}
-	if p.Kind == policy.PrincipalRobot && p.Robot != nil {
-		for _, perm := range p.Robot.Permissions {
-			if perm.Namespace == pa.Name || perm.Namespace == policy.AllProjects {
-				return true
-			}
-		}
-	}
-	return false
-}
-
 // projectAccess returns what decisions about project need for p (a
 // project with an invalid name does not exist).
 func (h *Handler) projectAccess(ctx context.Context, p policy.Principal, project string) (policy.ProjectAccess, error) {
@@ -301,7 +282,7 @@ func (h *Handler) authorizeAll(ctx context.Context, p policy.Principal, project 
 	switch {
 	case !refused:
 		return pa, nil
-	case !visible(p, pa):
+	case !policy.Sees(p, pa):
 		return pa, projectNotFound(project)
 	case p.IsAnonymous():
 		return pa, errUnauthenticated
@@ -320,7 +301,7 @@ func (h *Handler) authorizeAdmin(ctx context.Context, p policy.Principal, projec
 	if err != nil {
 		return pa, err
 	}
-	if !visible(p, pa) {
+	if !policy.Sees(p, pa) {
 		return pa, projectNotFound(project)
 	}
 	if err := requireAdmin(p); err != nil {

@@ -241,7 +241,7 @@ func (h *Handler) harborHeadProject(w http.ResponseWriter, r *http.Request, p po
 		h.harborFail(w, r, err)
 		return
 	}
-	if !visible(p, pa) {
+	if !policy.Sees(p, pa) {
 		h.harborFail(w, r, projectNotFound(name))
 		return
 	}

@@ -79,7 +79,7 @@ func (h *Handler) eachVisibleProject(ctx context.Context, p policy.Principal, fn
 	}
 	return h.eachProject(ctx, func(proj policy.Project) bool {
 		pa := policy.ProjectAccess{Name: proj.Name, Exists: true, Public: proj.Public, Role: roles[proj.Name]}
-		if visible(p, pa) {
+		if policy.Sees(p, pa) {
 			fn(seenProject{proj, pa})
 		}
 		return true

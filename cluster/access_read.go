@@ -347,7 +347,7 @@ func (f *fsm) artifacts(repo string) ([]policy.Artifact, error) {
 			}
 			a := policy.Artifact{
 				Repo: repo, Digest: r.Digest, Pushed: r.Created, Size: r.Size,
-				MediaType: r.MediaType, ArtifactType: r.ArtifactType, Subject: r.Subject,
+				MediaType: r.MediaType, ArtifactType: r.ArtifactType, Subject: r.Subject, Children: r.Children,
 			}
 			tp := prefix(repo, string(r.Digest))
 			tc := tx.Bucket(bucketTagsByDigest).Cursor()

@@ -731,3 +731,26 @@ func TestAuditBatch(t *testing.T) {
 		t.Fatalf("a full batch: %d pulls, %d dropped; want %d and 3", len(pulls), dropped, maxAuditBatch)
 	}
 }
+
+func TestArtifactsListIndexChildren(t *testing.T) {
+	h := newHarness(t)
+	child, err := h.push("r/app", "child", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, payload := manifest("r/app", "index", nil, []oci.Digest{child.Digest}, "")
+	h.mustRaw(putCmd(idx, payload, "v1"))
+	arts, err := h.f.artifacts("r/app")
+	if err != nil || len(arts) != 2 {
+		t.Fatalf("artifacts = %+v, %v", arts, err)
+	}
+	for _, a := range arts {
+		want := 0
+		if a.Digest == idx.Digest {
+			want = 1
+		}
+		if len(a.Children) != want || (want == 1 && a.Children[0] != child.Digest) {
+			t.Fatalf("%s children = %v", a.Digest, a.Children)
+		}
+	}
+}

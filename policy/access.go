@@ -300,3 +300,24 @@ var (
 	// ErrNoProject: a repository's project does not exist.
 	ErrNoProject = fmt.Errorf("project does not exist: %w", oci.ErrNotFound)
 )
+
+// Sees reports whether p may know that project pa exists: it is public,
+// p is an administrator or a member, or p is a robot whose permissions
+// name it. Everyone else is answered as if it did not exist, so nobody
+// learns which private projects there are.
+func Sees(p Principal, pa ProjectAccess) bool {
+	if !pa.Exists {
+		return false
+	}
+	if Allowed(p, pa, ResProject, ActRead) {
+		return true
+	}
+	if p.Kind == PrincipalRobot && p.Robot != nil {
+		for _, perm := range p.Robot.Permissions {
+			if perm.Namespace == pa.Name || perm.Namespace == AllProjects {
+				return true
+			}
+		}
+	}
+	return false
+}

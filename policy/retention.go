@@ -155,6 +155,9 @@ type Artifact struct {
 	ArtifactType string     `json:"artifact_type,omitempty"`
 	Subject      oci.Digest `json:"subject,omitempty"`
 	PullCount    int64      `json:"pull_count,omitempty"`
+	// Children are the manifests an index lists (not shown: they are
+	// artifacts of their own).
+	Children []oci.Digest `json:"-"`
 	// Immutable: one of its tags is immutable; it is always kept.
 	Immutable bool `json:"immutable,omitempty"`
 }

@@ -495,27 +495,10 @@ func (a *AccessAuth) verdict(ctx context.Context, ps *projects, p policy.Princip
 		return denied, nil
 	case policy.Allowed(p, pa, res, pact):
 		return granted, nil
-	case !sees(p, pa):
+	case !policy.Sees(p, pa):
 		return hidden, nil
 	}
 	return denied, nil
-}
-
-// sees reports whether p may know that project pa exists: it is public,
-// p is an administrator or a member, or p is a robot whose permissions
-// name it.
-func sees(p policy.Principal, pa policy.ProjectAccess) bool {
-	if policy.Allowed(p, pa, policy.ResProject, policy.ActRead) {
-		return true
-	}
-	if p.Kind == policy.PrincipalRobot && p.Robot != nil {
-		for _, perm := range p.Robot.Permissions {
-			if perm.Namespace == pa.Name || perm.Namespace == policy.AllProjects {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // decide answers need for p from the state (basic auth, anonymous

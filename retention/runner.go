@@ -252,17 +252,9 @@ func (r *Runner) repository(ctx context.Context, pol policy.RetentionPolicy, pro
 	}
 	children := map[oci.Digest][]oci.Digest{}
 	for _, a := range arts {
-		if !oci.IsIndexMediaType(a.MediaType) {
-			continue
+		if len(a.Children) > 0 {
+			children[a.Digest] = a.Children
 		}
-		rec, _, err := r.store.Manifest(ctx, repo, a.Digest)
-		if errors.Is(err, oci.ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("read index %s@%s: %w", repo, a.Digest, err)
-		}
-		children[a.Digest] = rec.Children
 	}
 	pl, ok := makePlan(pol, rel, arts, children, now)
 	if !ok {

@@ -103,10 +103,6 @@ func (s *memStore) Artifacts(ctx context.Context, repo string) ([]policy.Artifac
 	return slices.Clone(s.arts[repo]), nil
 }
 
-func (s *memStore) Manifest(ctx context.Context, repo string, d oci.Digest) (oci.Record, []byte, error) {
-	return oci.Record{}, nil, fmt.Errorf("manifest %s: %w", d, oci.ErrNotFound)
-}
-
 func (s *memStore) DeleteManifest(ctx context.Context, repo string, d oci.Digest) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -17,11 +17,9 @@ type Catalog interface {
 	// names, strictly after last (a name relative to the project).
 	ProjectRepositories(ctx context.Context, project, last string, n int) ([]string, error)
 	// Artifacts lists the manifests of repo with their tags, push and
-	// pull times and immutability (oci.ErrNotFound: no manifests).
+	// pull times, immutability and, for an index, its children
+	// (oci.ErrNotFound: no manifests).
 	Artifacts(ctx context.Context, repo string) ([]policy.Artifact, error)
-	// Manifest returns the record of repo@d: retention reads the children
-	// of indexes from it.
-	Manifest(ctx context.Context, repo string, d oci.Digest) (oci.Record, []byte, error)
 }
 
 // Deleter deletes artifacts. The actor of ctx (policy.WithActor) is

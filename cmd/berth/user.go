@@ -36,7 +36,7 @@ func (m *Main) userCommand() *cli.Command {
 				Name:      "create",
 				Usage:     "create a user; the password is typed twice, or read from standard input",
 				ArgsUsage: "NAME",
-				Description: "The server checks the password's strength: 8 to 128 characters with an\n" +
+				Description: "The server checks the password's strength: 8 characters to 72 bytes with an\n" +
 					"upper-case letter, a lower-case letter and a digit.",
 				Flags: append(append(clientFlags(), profileFlags...),
 					&cli.BoolFlag{Name: "admin", Usage: "make the user a system administrator"},

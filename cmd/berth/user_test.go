@@ -69,9 +69,9 @@ func TestUserCreate(t *testing.T) {
 	f.wantRequests()
 
 	// The server's verdict on the password comes through.
-	f.on("POST", "users", fakeAnswer{Status: http.StatusBadRequest, Body: api.ErrorResponse{Error: "invalid: password: use 8 to 128 characters"}})
+	f.on("POST", "users", fakeAnswer{Status: http.StatusBadRequest, Body: api.ErrorResponse{Error: "invalid: password: use 8 characters to 72 bytes"}})
 	_, _, err = f.runCLI("weak\n", "user", "create", "dave", "--password-stdin")
-	if err == nil || !strings.Contains(err.Error(), "400 Bad Request: invalid: password: use 8 to 128 characters") {
+	if err == nil || !strings.Contains(err.Error(), "400 Bad Request: invalid: password: use 8 characters to 72 bytes") {
 		t.Errorf("weak password: %v", err)
 	}
 }
